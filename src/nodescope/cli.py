@@ -1,0 +1,181 @@
+"""The front door: nodescope run | validate | report | plot | fetch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from .errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _add_spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set model.width=80 (repeatable)")  # fmt: skip
+
+
+def cmd_validate(args) -> int:
+    from .reports.plan import plan_tree
+    from .spec import load_spec, plan
+
+    failed = 0
+    for path in args.specs:
+        try:
+            spec, _ = load_spec(path, args.overrides)
+            console.print(plan_tree(path, spec, plan(spec)))
+        except UserError as exc:
+            failed += 1
+            for line in str(exc).splitlines():
+                err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+    return 1 if failed else 0
+
+
+def _progress_display():
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        TimeRemainingColumn,
+    )  # fmt: skip
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps  epoch {task.fields[epoch]}  loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def cmd_run(args) -> int:
+    from . import open as open_run
+    from .reports.summary import summary_table
+    from .runner.executors import run_dask, run_local
+    from .runner.run import prepare_run
+    from .spec import load_spec
+
+    spec, text = load_spec(args.spec, args.overrides)
+    device = args.device or spec.device.type
+    rp = prepare_run(spec, text, args.out, args.fresh)
+    n_members = sum(len(g.members) for g in rp.groups)
+    skipped = len(rp.groups) - len(rp.todo)
+    console.print(
+        f"[bold]{spec.experiment.name}[/]: {n_members} members in {len(rp.groups)} groups"
+        + (f", {skipped} already stored (--fresh to redo)" if skipped else "")
+        + f" → {rp.run_dir}"
+    )
+    started = time.perf_counter()
+    try:
+        if args.executor == "dask":
+            run_dask(rp, device, args.scheduler)
+        else:
+            spe = spec.steps_per_epoch()
+            with _progress_display() as progress:
+
+                def progress_for(index: int, members: int):
+                    task = progress.add_task(f"group {index} ({members} members)", total=None,
+                                             epoch="0", loss="–")  # fmt: skip
+
+                    def update(step: int, total: int, loss: float) -> None:
+                        progress.update(task, completed=step, total=total,
+                                        epoch=f"{step / spe:.2f}", loss=f"{loss:.4f}")  # fmt: skip
+
+                    return update
+
+                run_local(rp, device, progress_for)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: finished groups are stored in {rp.run_dir}; run the same command "
+            "again to resume"
+        )
+        return 130
+    console.print(summary_table(open_run(rp.run_dir)))
+    console.print(f"results in {rp.run_dir} ({time.perf_counter() - started:.1f} s); "
+                  f"open with nodescope.open({str(rp.run_dir)!r})")  # fmt: skip
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import open as open_run
+    from .reports.summary import summary_table
+
+    ds = open_run(args.run_dir)
+    console.print(summary_table(ds))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from . import open as open_run
+    from .reports.figures import write_figures
+
+    ds = open_run(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
+    for path in write_figures(ds, out):
+        console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from .data.fetch import fetch
+
+    folder = fetch(args.name, Path(args.source) if args.source else None, log=console.print)
+    console.print(f"{args.name} ready in {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nodescope", description="Node-level training dynamics, one TOML spec per experiment"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check specs and print their plans")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _add_spec_options(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="train every member of a spec and store the probes")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--out", help="results folder (default runs/<experiment name>)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides device.type")
+    p.add_argument("--fresh", action="store_true", help="retrain groups already stored")
+    p.add_argument("--executor", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    _add_spec_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="print the summary of a results folder")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("plot", help="write the figures of a results folder (PNG and PDF)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("fetch", help="fill the data folder with MNIST or Fashion-MNIST")
+    p.add_argument("name", choices=["mnist", "fashion-mnist", "fashion_mnist"])
+    p.add_argument("--from", dest="source", metavar="DIR", help="folder holding the IDX files")
+    p.set_defaults(func=cmd_fetch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        for line in str(exc).splitlines():
+            err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data sets: synthetic hierarchical patterns and IDX files (MNIST, Fashion-MNIST)."""

@@ -1,0 +1,193 @@
+"""Device-resident data for one stacked group: every split, every member's variant of it.
+
+Members of a group may see different inputs (generator sigma, data seed, input noise) or
+labels (label noise). Inputs are stored once per distinct variant, shape (V, N, F), and
+each member points at its variant, so members that share data share memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..spec.model import Data, Spec
+from . import synthetic
+from .seeds import numpy_rng
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class HostSplit:
+    x: np.ndarray  # (N, F) float32
+    labels: np.ndarray  # (N,) int64
+    patterns: np.ndarray | None  # (N,) int64 sub-class pattern (synthetic) or digit
+
+
+@dataclass
+class SplitData:
+    x: torch.Tensor  # (V, N, F) inputs, one row block per distinct variant
+    variant: torch.Tensor  # (E,) which variant each member sees
+    labels: torch.Tensor  # (N,) true classes
+    targets: torch.Tensor  # (E, N) the labels each member is trained and scored on
+    patterns: torch.Tensor | None  # (N,)
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[1]
+
+    def inputs(self, index: torch.Tensor) -> torch.Tensor:
+        """Inputs for sample indices (B,) shared by all members, or (E, B) per member.
+
+        Returns (B, F) when every member sees the same samples of one variant (the
+        model broadcasts it), else (E, B, F).
+        """
+        if index.dim() == 1 and self.x.shape[0] == 1:
+            return self.x[0, index]
+        if index.dim() == 1:
+            return self.x[self.variant][:, index]
+        return self.x[self.variant[:, None], index]
+
+
+@dataclass
+class GroupData:
+    splits: dict[str, SplitData]
+    n_classes: int
+    class_names: list[str]
+    corrupted: np.ndarray | None  # (E, N_train) bool: labels replaced by label noise
+    centroids: np.ndarray | None  # (n_patterns, F) noiseless synthetic centroids
+
+
+def _synthetic_split(data: Data, split: str, sigma: float) -> HostSplit:
+    masks = synthetic.pattern_masks(
+        data.n_dim, data.n_patterns, data.pattern_length, data.overlap,
+        numpy_rng(data.seed, "masks"),
+    )  # fmt: skip
+    size = dict(zip(SPLITS, data.sizes(), strict=True))[split]
+    rng = numpy_rng(data.seed, split)
+    patterns = synthetic.balanced_patterns(size, data.n_patterns, rng)
+    x = synthetic.draw_samples(masks, patterns, data.n_dim, data.delta, sigma, rng)
+    labels = synthetic.pattern_class(patterns, data.n_patterns, data.n_classes)
+    return HostSplit(x, labels.astype(np.int64), patterns.astype(np.int64))
+
+
+def _idx_splits(data: Data) -> dict[str, HostSplit]:
+    from .fetch import load_idx_dataset
+
+    raw = load_idx_dataset("fashion_mnist" if data.name == "fashion_mnist" else "mnist")
+    train_n, val_n, test_n = data.sizes()
+    order = np.random.default_rng(data.val_seed).permutation(len(raw["train"][1]))
+    test_order = np.random.default_rng(data.val_seed).permutation(len(raw["test"][1]))
+    picks = {
+        "train": (raw["train"], order[val_n : val_n + train_n]),
+        "val": (raw["train"], order[:val_n]),
+        "test": (raw["test"], test_order[:test_n]),
+    }
+    images = {s: img[i].astype(np.float32) for s, ((img, _), i) in picks.items()}
+    if data.scaling == "unit":
+        images = {s: x / 255.0 for s, x in images.items()}
+    elif data.scaling == "standard":
+        mean = images["train"].mean(0)
+        std = images["train"].std(0)
+        std = np.where(std > 1e-6, std, 1.0)
+        images = {s: (x - mean) / std for s, x in images.items()}
+    out = {}
+    for split, ((_, digits), index) in picks.items():
+        digit = digits[index].astype(np.int64)
+        labels = digit // 5 if data.name == "aggregated_mnist" else digit
+        out[split] = HostSplit(images[split].astype(np.float32), labels, digit)
+    return out
+
+
+def _variant_key(spec: Spec, split: str) -> tuple:
+    """What decides a member's inputs of `split`; members with equal keys share them."""
+    train = split == "train"
+    sigma = spec.data.sigma if train else (spec.data.sigma_test or spec.data.sigma)
+    noise = spec.noise.input_sigma_train if train else spec.noise.input_sigma_test
+    synthetic_key = (spec.data.seed, sigma) if spec.data.name == "synthetic_patterns" else ()
+    return (*synthetic_key, noise, spec.training.seed if noise > 0 else None)
+
+
+def _with_input_noise(x: np.ndarray, sigma: float, seed: int, split: str) -> np.ndarray:
+    if sigma == 0:
+        return x
+    rng = numpy_rng(seed, "input_noise", SPLITS.index(split))
+    return (x + sigma * rng.standard_normal(x.shape)).astype(np.float32)
+
+
+def _noisy_labels(labels: np.ndarray, fraction: float, n_classes: int, seed: int):
+    """Replace the labels of round(fraction * N) random samples by uniform random classes.
+
+    A replaced label may equal the true one by chance (probability 1 / n_classes).
+    """
+    rng = numpy_rng(seed, "label_noise")
+    corrupted = np.zeros(len(labels), dtype=bool)
+    corrupted[rng.permutation(len(labels))[: round(fraction * len(labels))]] = True
+    targets = labels.copy()
+    targets[corrupted] = rng.integers(0, n_classes, corrupted.sum())
+    return targets, corrupted
+
+
+def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
+    """All splits of one group on `device`, one input variant per distinct key."""
+    first = specs[0].data
+    host: dict[tuple, HostSplit] = {}
+    shared = _idx_splits(first) if first.name != "synthetic_patterns" else None
+    splits, corrupted_rows = {}, []
+    for split in SPLITS:
+        if dict(zip(SPLITS, first.sizes(), strict=True))[split] == 0:
+            continue
+        keys, variants, variant_of = {}, [], []
+        for spec in specs:
+            key = _variant_key(spec, split)
+            if key not in keys:
+                if shared is not None:
+                    base = shared[split]
+                else:
+                    sigma = key[1]
+                    if (split, sigma) not in host:
+                        host[(split, sigma)] = _synthetic_split(spec.data, split, sigma)
+                    base = host[(split, sigma)]
+                noise = key[-2]
+                x = _with_input_noise(base.x, noise, spec.training.seed, split)
+                keys[key] = len(variants)
+                variants.append((x, base))
+            variant_of.append(keys[key])
+        base = variants[0][1]
+        targets = []
+        for spec in specs:
+            if split == "train" and spec.noise.label_fraction > 0:
+                t, c = _noisy_labels(
+                    base.labels, spec.noise.label_fraction, first.num_classes, spec.training.seed
+                )
+                corrupted_rows.append(c)
+            else:
+                t = base.labels
+                if split == "train":
+                    corrupted_rows.append(np.zeros(len(t), dtype=bool))
+            targets.append(t)
+        splits[split] = SplitData(
+            x=torch.from_numpy(np.stack([v[0] for v in variants])).to(device),
+            variant=torch.tensor(variant_of, device=device),
+            labels=torch.from_numpy(base.labels).to(device),
+            targets=torch.from_numpy(np.stack(targets)).to(device),
+            patterns=None if base.patterns is None else torch.from_numpy(base.patterns).to(device),
+        )
+    any_noise = any(s.noise.label_fraction > 0 for s in specs)
+    cents = None
+    if first.name == "synthetic_patterns":
+        masks = synthetic.pattern_masks(
+            first.n_dim, first.n_patterns, first.pattern_length, first.overlap,
+            numpy_rng(first.seed, "masks"),
+        )  # fmt: skip
+        cents = synthetic.centroids(masks, first.n_dim, first.delta)
+    return GroupData(
+        splits=splits,
+        n_classes=first.num_classes,
+        class_names=first.class_names(),
+        corrupted=np.stack(corrupted_rows) if any_noise else None,
+        centroids=cents,
+    )
+

@@ -1,0 +1,92 @@
+"""The probe mechanism: what a probe needs, what the runner hands it, what it returns.
+
+A probe accumulates statistics over the chunks of each checkpoint's eval pass and
+returns named DataArrays at the end; it never keeps every activation of every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..data.prepare import GroupData
+from ..models.mlp import Forward
+
+
+@dataclass
+class ProbeContext:
+    n_members: int
+    n_checkpoints: int
+    widths: list[int]  # hidden layer widths
+    n_classes: int
+    activation: str
+    loss: str
+    data: GroupData
+
+    @property
+    def max_width(self) -> int:
+        return max(self.widths)
+
+    def default_eval_split(self) -> str:
+        return "val" if "val" in self.data.splits else "test"
+
+
+@dataclass
+class EvalBatch:
+    split: str
+    index: torch.Tensor  # (B,) sample indices into the split
+    labels: torch.Tensor  # (B,) true classes
+    targets: torch.Tensor  # (E, B) labels the members are scored on
+    fwd: Forward
+    loss: torch.Tensor  # (E, B) per-sample loss
+    correct: torch.Tensor  # (E, B) bool
+
+
+class Probe:
+    """Base class: subclasses set `name`, `needs_preacts`, and implement the hooks."""
+
+    name: ClassVar[str]
+    needs_preacts: ClassVar[bool] = False
+
+    def __init__(self, options: Any, ctx: ProbeContext):
+        self.options = options
+        self.ctx = ctx
+
+    def splits(self) -> set[str]:
+        """Eval splits this probe reads at every checkpoint."""
+        return set()
+
+    def update(self, ck: int, batch: EvalBatch) -> None:
+        """Accumulate one chunk of checkpoint `ck`'s eval pass."""
+
+    def finish_checkpoint(self, ck: int) -> None:
+        """Called once all chunks of checkpoint `ck` were seen."""
+
+    def results(self) -> dict[str, xr.DataArray]:
+        """Named arrays with a leading `member` dimension."""
+        return {}
+
+
+def variable(dims: tuple[str, ...], values: np.ndarray, long_name: str, units: str,
+             description: str) -> xr.DataArray:  # fmt: skip
+    """A DataArray carrying the attributes every stored variable must have."""
+    return xr.DataArray(
+        values, dims=dims,
+        attrs={"long_name": long_name, "units": units, "description": description},
+    )  # fmt: skip
+
+
+def pad_layers(per_layer: list[np.ndarray], width: int, fill=np.nan) -> np.ndarray:
+    """Stack per-layer arrays (..., H_l, *rest) along a new layer axis after the first
+    (member) axis, padding the node axis to `width` with `fill`."""
+    out = []
+    for a in per_layer:
+        pad = [(0, 0)] * a.ndim
+        pad[1] = (0, width - a.shape[1])
+        out.append(np.pad(a.astype(np.float64) if fill is np.nan else a, pad,
+                          constant_values=fill))  # fmt: skip
+    return np.stack(out, axis=1)

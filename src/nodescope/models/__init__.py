@@ -1,0 +1,1 @@
+"""Stacked MLPs and their losses."""

@@ -1,0 +1,149 @@
+"""A stack of E independent MLPs held in one set of tensors.
+
+Layer l of member e maps h (B, fan_in) to h @ W[e] + b[e] with W of shape
+(E, fan_in, fan_out), so one batched matmul trains every member of a group.
+Each member's initial weights come from its own seed, drawn on the CPU in a fixed
+order, so they are the same whether the member trains alone or stacked, on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.seeds import stream_seed
+from ..spec.model import Spec
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+@dataclass
+class Forward:
+    out: torch.Tensor  # (E, B, K) output pre-activations (logits)
+    preacts: list[torch.Tensor]  # per hidden layer (E, B, H_l): z = h W + b (after batch norm)
+    acts: list[torch.Tensor]  # per hidden layer (E, B, H_l): a = rho(z)
+
+
+def _init_layer(fan_in: int, fan_out: int, scheme: str, bias: bool, gain: float, g):
+    """Weights (fan_in, fan_out) and bias (fan_out,) of one member's layer.
+
+    torch_default: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (nn.Linear's default).
+    he:            W ~ N(0, 2/fan_in), b = 0.
+    lecun_uniform: W ~ U(-sqrt(3/fan_in), sqrt(3/fan_in)), b = 0.
+    `gain` multiplies W only.
+    """
+    if scheme == "he":
+        w = torch.randn(fan_in, fan_out, generator=g) * math.sqrt(2.0 / fan_in)
+    else:
+        bound = 1 / math.sqrt(fan_in) if scheme == "torch_default" else math.sqrt(3.0 / fan_in)
+        w = (torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound
+    b = None
+    if bias:
+        if scheme == "torch_default":
+            b = (torch.rand(fan_out, generator=g) * 2 - 1) / math.sqrt(fan_in)
+        else:
+            b = torch.zeros(fan_out)
+    return w * gain, b
+
+
+class StackedMLP(nn.Module):
+    def __init__(self, specs: list[Spec], n_features: int, n_outputs: int):
+        super().__init__()
+        first = specs[0].model
+        self.activation = first.activation
+        self.widths = first.hidden_widths()
+        self.batch_norm = first.batch_norm
+        sizes = [n_features, *self.widths, n_outputs]
+        n_layers = len(sizes) - 1
+        has_bias = [
+            (first.bias == "all" or (first.bias == "first" and i == 0)) if i < n_layers - 1
+            else first.output_bias
+            for i in range(n_layers)
+        ]  # fmt: skip
+        weights = [[] for _ in range(n_layers)]
+        biases = [[] for _ in range(n_layers)]
+        for spec in specs:
+            g = torch.Generator().manual_seed(stream_seed(spec.training.seed, "init"))
+            for i in range(n_layers):
+                w, b = _init_layer(
+                    sizes[i], sizes[i + 1], spec.model.init, has_bias[i], spec.model.init_gain, g
+                )
+                weights[i].append(w)
+                biases[i].append(b)
+        self.weights = nn.ParameterList([nn.Parameter(torch.stack(w)) for w in weights])
+        self.biases = nn.ParameterList(
+            [nn.Parameter(torch.stack(b)[:, None, :]) for b in biases if b[0] is not None]
+        )
+        self.bias_of = {}
+        for i, b in enumerate(biases):
+            if b[0] is not None:
+                self.bias_of[i] = len(self.bias_of)
+        E = len(specs)
+        if self.batch_norm:
+            self.bn_weight = nn.ParameterList(
+                [nn.Parameter(torch.ones(E, 1, h)) for h in self.widths]
+            )
+            self.bn_bias = nn.ParameterList(
+                [nn.Parameter(torch.zeros(E, 1, h)) for h in self.widths]
+            )
+            for i, h in enumerate(self.widths):
+                self.register_buffer(f"bn_mean{i}", torch.zeros(E, 1, h))
+                self.register_buffer(f"bn_var{i}", torch.ones(E, 1, h))
+
+    @property
+    def n_members(self) -> int:
+        return self.weights[0].shape[0]
+
+    def parameter_kinds(self) -> list[tuple[nn.Parameter, str]]:
+        """Every parameter with its kind: 'weight', 'bias' or 'batch_norm'."""
+        kinds = [(w, "weight") for w in self.weights] + [(b, "bias") for b in self.biases]
+        if self.batch_norm:
+            kinds += [(p, "batch_norm") for p in [*self.bn_weight, *self.bn_bias]]
+        return kinds
+
+    def _linear(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        w = self.weights[i]
+        if i in self.bias_of:
+            b = self.biases[self.bias_of[i]]
+            if h.dim() == 2:
+                return torch.matmul(h, w) + b
+            return torch.baddbmm(b, h, w)
+        return torch.matmul(h, w)
+
+    def _batch_norm(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        mean_buf, var_buf = getattr(self, f"bn_mean{i}"), getattr(self, f"bn_var{i}")
+        if self.training:
+            mean = z.mean(1, keepdim=True)
+            var = z.var(1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                n = z.shape[1]
+                mean_buf.lerp_(mean, BN_MOMENTUM)
+                var_buf.lerp_(var * n / max(n - 1, 1), BN_MOMENTUM)
+        else:
+            mean, var = mean_buf, var_buf
+        return (z - mean) / torch.sqrt(var + BN_EPS) * self.bn_weight[i] + self.bn_bias[i]
+
+    def _rho(self, z: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return torch.relu(z)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(z)
+        return z
+
+    def forward(self, x: torch.Tensor, keep: bool = False) -> Forward:
+        """x: (B, F) shared by all members, or (E, B, F). `keep` returns z and a per layer."""
+        h = x
+        preacts, acts = [], []
+        for i in range(len(self.widths)):
+            z = self._linear(h, i)
+            if self.batch_norm:
+                z = self._batch_norm(z, i)
+            h = self._rho(z)
+            if keep:
+                preacts.append(z)
+                acts.append(h)
+        return Forward(self._linear(h, len(self.widths)), preacts, acts)

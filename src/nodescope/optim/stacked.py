@@ -1,0 +1,106 @@
+"""SGD, Adam and Layca on stacked parameters (leading member dimension E).
+
+Every update is computed per member with that member's hyperparameters, so a stacked
+optimiser behaves exactly like one optimiser per member. Members marked inactive (a
+stop rule fired) keep their parameters and optimiser state unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec.model import Spec
+
+LAYCA_MIN_STEP_NORM = 1e-7
+
+
+def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _expand(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (p.dim() - 1)))
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm of each member's slice, shaped to broadcast against t."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+class StackedOptimiser:
+    """One optimiser over the parameters of a StackedMLP.
+
+    sgd:   b <- mu b + g;  p <- p - lr b                (torch.optim.SGD, dampening 0)
+    adam:  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
+           p <- p - lr m_hat / (sqrt(v_hat) + eps),  m_hat = m/(1-b1^t), v_hat = v/(1-b2^t)
+    layca: the base step s (sgd: s = -v with v <- mu v - g, i.e. s <- mu s + g;
+           adam: s = m_hat / (sqrt(v_hat) + eps)) is, per layer and member,
+           projected on the orthogonal complement of w:  s <- s - (<s,w>/<w,w>) w,
+           rescaled to the weight's norm:  s <- s ||w|| / ||s||  (s = 0 if ||s|| < 1e-7),
+           applied:  w' = w - lr s,  and w' is rescaled back to ||w||.
+           Biases and batch-norm parameters are not updated (as in the authors' Keras
+           layca_optimizers.py). Each step rotates a layer by the angle atan(lr).
+    """
+
+    def __init__(self, params: list[tuple[torch.nn.Parameter, str]], specs: list[Spec]):
+        opt = specs[0].optimiser
+        self.name = opt.name
+        self.base = opt.layca_base if opt.name == "layca" else opt.name
+        self.params = params
+        like = params[0][0]
+        self.lr = _per_member([s.optimiser.lr for s in specs], like)
+        self.momentum = _per_member([s.optimiser.momentum for s in specs], like)
+        self.beta1 = _per_member([s.optimiser.betas[0] for s in specs], like)
+        self.beta2 = _per_member([s.optimiser.betas[1] for s in specs], like)
+        self.eps = _per_member([s.optimiser.eps for s in specs], like)
+        self.t = torch.zeros_like(self.lr)
+        self.state = [
+            {"m": torch.zeros_like(p), "v": torch.zeros_like(p)} if self.base == "adam"
+            else {"b": torch.zeros_like(p)}
+            for p, _ in params
+        ]  # fmt: skip
+
+    def zero_grad(self) -> None:
+        for p, _ in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr_scale: float = 1.0, active: torch.Tensor | None = None) -> None:
+        """One update; `lr_scale` is the schedule's factor, `active` (E,) bool or None."""
+        if active is None:
+            active = torch.ones_like(self.lr, dtype=torch.bool)
+        self.t = torch.where(active, self.t + 1, self.t)
+        lr = self.lr * lr_scale
+        for (p, kind), state in zip(self.params, self.state, strict=True):
+            if p.grad is None:
+                continue
+            if self.name == "layca" and kind != "weight":
+                continue
+            keep = _expand(active, p)
+            g = p.grad
+            if self.base == "adam":
+                b1, b2 = _expand(self.beta1, p), _expand(self.beta2, p)
+                m = torch.where(keep, b1 * state["m"] + (1 - b1) * g, state["m"])
+                v = torch.where(keep, b2 * state["v"] + (1 - b2) * g * g, state["v"])
+                state["m"], state["v"] = m, v
+                t = _expand(self.t.clamp(min=1), p)
+                m_hat = m / (1 - b1**t)
+                v_hat = v / (1 - b2**t)
+                s = m_hat / (v_hat.sqrt() + _expand(self.eps, p))
+            else:
+                b = torch.where(keep, _expand(self.momentum, p) * state["b"] + g, state["b"])
+                state["b"] = s = b
+            if self.name == "layca":
+                new = _layca_update(p, s, _expand(lr, p))
+            else:
+                new = p - _expand(lr, p) * s
+            p.copy_(torch.where(keep, new, p))
+
+
+def _layca_update(w: torch.Tensor, s: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    w_norm = _norm(w)
+    s = s - (s * w).flatten(1).sum(1).view_as(w_norm) / (w_norm**2) * w
+    s_norm = _norm(s)
+    s = torch.where(s_norm > LAYCA_MIN_STEP_NORM, s * w_norm / s_norm.clamp_min(1e-30), 0.0)
+    new = w - lr * s
+    return new * w_norm / _norm(new)

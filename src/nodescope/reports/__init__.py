@@ -1,0 +1,1 @@
+"""Rich panels and matplotlib figures; they read xarray Datasets only, never torch."""

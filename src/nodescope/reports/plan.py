@@ -1,0 +1,51 @@
+"""The plan of a spec (members, groups, checkpoints, result size) as a Rich tree."""
+
+from __future__ import annotations
+
+from rich.tree import Tree
+
+from ..spec import Group, Spec, checkpoint_steps
+from ..spec.size import estimated_bytes
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def _coords_text(members) -> str:
+    keys = list(members[0].coords)
+    parts = []
+    for k in keys:
+        values = list(dict.fromkeys(m.coords[k] for m in members))
+        parts.append(f"{k}={values[0]}" if len(values) == 1 else f"{k}∈{values}")
+    return ", ".join(parts)
+
+
+def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
+    d, m, o, t = spec.data, spec.model, spec.optimiser, spec.training
+    n_members = sum(len(g.members) for g in groups)
+    train, val, test = d.sizes()
+    steps = checkpoint_steps(spec)
+    tree = Tree(f"[bold]{spec.experiment.name}[/]  [dim]{path}[/]")
+    if spec.experiment.description:
+        tree.add(f"[italic]{spec.experiment.description}[/]")
+    tree.add(f"data: {d.name}, train {train} / val {val} / test {test}, "
+             f"{d.num_features} features, {d.num_classes} classes")  # fmt: skip
+    widths = m.hidden_widths()
+    tree.add(f"model: {d.num_features} → {widths} → out, {m.activation}, bias {m.bias}, "
+             f"init {m.init}" + (", batch norm" if m.batch_norm else ""))  # fmt: skip
+    opt = o.name + (f" ({o.layca_base} base)" if o.name == "layca" else "")
+    tree.add(f"training: {opt} lr {o.lr}, {t.loss} loss, batch {spec.batch_size()}, "
+             f"{t.epochs} epochs × {spec.steps_per_epoch()} steps")  # fmt: skip
+    tree.add(f"checkpoints: {len(steps)} (steps {steps[0]} … {steps[-1]})")
+    probes = [name for name, opts in spec.probes if opts is not None]
+    tree.add(f"probes: {', '.join(probes) or 'none'}")
+    sweep = tree.add(f"sweep: {n_members} members in {len(groups)} stacked groups")
+    for g in groups:
+        sweep.add(f"group {g.index}: {len(g.members)} members ({_coords_text(g.members)})")
+    tree.add(f"estimated result size: {_human_bytes(estimated_bytes(spec, n_members))}")
+    return tree

@@ -1,0 +1,1 @@
+"""Plan -> train stacked groups -> record probes at checkpoints -> store netCDF."""

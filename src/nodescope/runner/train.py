@@ -1,0 +1,231 @@
+"""Train one stacked group: the training loop, checkpoint eval passes and stop rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..data.prepare import GroupData, build_group_data
+from ..data.seeds import stream_seed
+from ..metrics import PROBES, EvalBatch, Probe, ProbeContext
+from ..metrics.base import variable
+from ..models.loss import n_outputs, per_sample_loss, predictions
+from ..models.mlp import StackedMLP
+from ..optim.stacked import StackedOptimiser
+from ..spec import Group, checkpoint_steps
+
+Progress = Callable[[int, int, float], None]  # (step, total_steps, mean loss)
+
+
+@dataclass
+class GroupRun:
+    """What a trained group hands to the store."""
+
+    variables: dict[str, xr.DataArray]
+    steps: list[int]
+    steps_per_epoch: int
+    widths: list[int]
+    class_names: list[str]
+    wall_time: float
+
+
+def eval_batches(
+    model: StackedMLP, data: GroupData, split: str, loss: str, chunk: int, keep: bool
+) -> Iterator[EvalBatch]:
+    """The split in chunks of `chunk` samples, every member's outputs on each."""
+    sd = data.splits[split]
+    for start in range(0, sd.size, chunk):
+        index = torch.arange(start, min(start + chunk, sd.size), device=sd.x.device)
+        fwd = model(sd.inputs(index), keep=keep)
+        targets = sd.targets[:, index]
+        yield EvalBatch(
+            split=split,
+            index=index,
+            labels=sd.labels[index],
+            targets=targets,
+            fwd=fwd,
+            loss=per_sample_loss(fwd.out, targets, loss),
+            correct=predictions(fwd.out, loss) == targets,
+        )
+
+
+@torch.no_grad()
+def evaluate(model, data, split, loss, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E,) mean loss and accuracy of every member on a split."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(model.n_members, dtype=torch.float64, device=data.splits[split].x.device)
+    right = torch.zeros_like(total)
+    for b in eval_batches(model, data, split, loss, chunk, keep=False):
+        total += b.loss.sum(1, dtype=torch.float64)
+        right += b.correct.sum(1)
+    model.train(was_training)
+    n = data.splits[split].size
+    return total / n, right / n
+
+
+@torch.no_grad()
+def record_checkpoint(model, data, probes: list[Probe], ck: int, loss: str, chunk: int) -> None:
+    """One eval pass over every split some probe reads; each probe sees every chunk."""
+    model.eval()
+    keep = any(p.needs_preacts for p in probes)
+    for split in sorted(set().union(*(p.splits() for p in probes))):
+        for batch in eval_batches(model, data, split, loss, chunk, keep):
+            for probe in probes:
+                probe.update(ck, batch)
+    for probe in probes:
+        probe.finish_checkpoint(ck)
+    model.train()
+
+
+class StopRules:
+    """Per-member stop rules checked at the end of every epoch.
+
+    until_train_accuracy: a member stops updating once its training accuracy reaches it.
+    early_stopping: a member stops after `patience` epochs without a val error improvement
+    larger than `min_delta`; its best weights are restored at the end.
+    """
+
+    def __init__(self, group: Group, model: StackedMLP, data: GroupData):
+        spec = group.spec.training
+        self.until = spec.until_train_accuracy
+        self.early = spec.early_stopping
+        self.loss, self.chunk = spec.loss, spec.eval_chunk
+        E = model.n_members
+        self.active = torch.ones(E, dtype=torch.bool, device=model.weights[0].device)
+        self.stop_epoch = np.full(E, np.nan)
+        self.best_error = torch.full((E,), float("inf"), dtype=torch.float64)
+        self.best_epoch = np.zeros(E)
+        self.bad_epochs = np.zeros(E, dtype=int)
+        self.best_state = (
+            {k: v.clone() for k, v in model.state_dict().items()} if self.early else None
+        )
+        self.model, self.data = model, data
+
+    def end_of_epoch(self, epoch: int) -> None:
+        if self.until is not None:
+            _, acc = evaluate(self.model, self.data, "train", self.loss, self.chunk)
+            done = (acc >= self.until - 1e-12) & self.active
+            self._stop(done, epoch)
+        if self.early:
+            _, acc = evaluate(self.model, self.data, "val", self.loss, self.chunk)
+            error = (1 - acc).cpu()
+            better = (error < self.best_error - self.early.min_delta) & self.active.cpu()
+            self.best_error = torch.where(better, error, self.best_error)
+            self.best_epoch[better.numpy()] = epoch
+            self.bad_epochs = np.where(better.numpy(), 0, self.bad_epochs + 1)
+            state = self.model.state_dict()
+            for k, v in state.items():
+                mask = better.to(v.device).view(-1, *([1] * (v.dim() - 1)))
+                self.best_state[k] = torch.where(mask, v, self.best_state[k])
+            patience_out = torch.from_numpy(self.bad_epochs >= self.early.patience)
+            self._stop(patience_out.to(self.active.device) & self.active, epoch)
+
+    def _stop(self, done: torch.Tensor, epoch: int) -> None:
+        self.stop_epoch[done.cpu().numpy()] = epoch
+        self.active &= ~done
+
+    def finish(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    @property
+    def all_stopped(self) -> bool:
+        return not bool(self.active.any())
+
+
+def _lr_scale(milestones: list[float], factor: float, epoch: float) -> float:
+    """Step decay: lr * factor^(number of milestones <= the current epoch)."""
+    return factor ** sum(epoch >= m for m in milestones)
+
+
+def train_group(group: Group, device: torch.device, progress: Progress | None = None) -> GroupRun:
+    started = time.perf_counter()
+    # Subnormal floats (gradients of saturated units) slow CPU arithmetic by 10-20x.
+    torch.set_flush_denormal(True)
+    spec = group.spec
+    specs = [m.spec for m in group.members]
+    data = build_group_data(specs, device)
+    n_out = n_outputs(spec.training.loss, data.n_classes)
+    model = StackedMLP(specs, spec.data.num_features, n_out).to(device)
+    opt = StackedOptimiser(model.parameter_kinds(), specs)
+    steps = checkpoint_steps(spec)
+    ck_of = {s: i for i, s in enumerate(steps)}
+    ctx = ProbeContext(len(specs), len(steps), model.widths, data.n_classes,
+                       spec.model.activation, spec.training.loss, data)  # fmt: skip
+    probes = [PROBES[name](opts, ctx) for name, opts in spec.probes if opts is not None]
+    rules = StopRules(group, model, data)
+    loss_kind, chunk = spec.training.loss, spec.training.eval_chunk
+    sched = spec.optimiser.schedule
+
+    train = data.splits["train"]
+    n, batch = train.size, spec.batch_size()
+    spe = spec.steps_per_epoch()
+    total = spec.training.epochs * spe
+    orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
+
+    step = 0
+    if 0 in ck_of:
+        record_checkpoint(model, data, probes, ck_of[0], loss_kind, chunk)
+    model.train()
+    for epoch in range(spec.training.epochs):
+        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+        for start in range(0, n, batch):
+            index = perm[:, start : start + batch]
+            out = model(train.inputs(index)).out
+            loss = per_sample_loss(out, train.targets.gather(1, index), loss_kind).mean(1)
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), rules.active)
+            step += 1
+            if step in ck_of:
+                record_checkpoint(model, data, probes, ck_of[step], loss_kind, chunk)
+            if progress and (step % 10 == 0 or step == total):
+                progress(step, total, float(loss.detach().mean()))
+        rules.end_of_epoch(epoch + 1)
+        if rules.all_stopped:
+            break
+    rules.finish()
+    if progress:
+        progress(total, total, float("nan"))
+
+    variables = {}
+    for probe in probes:
+        variables.update(probe.results())
+    variables.update(_final_metrics(model, data, loss_kind, chunk))
+    variables["stop_epoch"] = variable(
+        ("member",), rules.stop_epoch, "stop epoch", "epoch",
+        "epoch at whose end a stop rule froze the member (NaN: trained all epochs)",
+    )  # fmt: skip
+    if data.corrupted is not None:
+        variables["label_corrupted"] = variable(
+            ("member", "train_sample"), data.corrupted.astype(np.int8), "label corrupted", "1",
+            "1 where noise.label_fraction replaced the training label by a uniform random class",
+        )  # fmt: skip
+    wall = time.perf_counter() - started
+    variables["wall_time"] = variable(
+        ("member",), np.full(len(specs), wall), "group wall time", "s",
+        "wall-clock seconds to train and probe the stacked group the member belongs to",
+    )  # fmt: skip
+    return GroupRun(variables, steps, spe, model.widths, data.class_names, wall)
+
+
+def _final_metrics(model, data, loss_kind, chunk) -> dict[str, xr.DataArray]:
+    splits = [s for s in ("train", "val", "test") if s in data.splits]
+    results = [evaluate(model, data, s, loss_kind, chunk) for s in splits]
+    loss = np.stack([r[0].cpu().numpy() for r in results], axis=1)
+    acc = np.stack([r[1].cpu().numpy() for r in results], axis=1)
+    coords = {"split": splits}
+    return {
+        "final_loss": variable(("member", "split"), loss, "final loss", "1",
+                               "mean per-sample loss of the trained member on the split"
+                               ).assign_coords(coords),
+        "final_accuracy": variable(("member", "split"), acc, "final accuracy", "1",
+                                   "fraction of the split predicted correctly by the trained "
+                                   "member").assign_coords(coords),
+    }  # fmt: skip

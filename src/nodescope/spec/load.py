@@ -1,0 +1,116 @@
+"""Turning a TOML file (plus `--set` overrides) into a validated Spec, with one-line errors."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import UserError
+from .model import Spec
+from .toml_io import dump_toml, parse_value, read_toml
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field path `loc` (None if not a model)."""
+    model: Any = Spec
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _unwrap_model(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation
+
+
+def _field_path(loc: tuple) -> tuple:
+    """Drop pydantic's union-branch tags (e.g. 'constrained-int') from an error location."""
+    return tuple(p for p in loc if isinstance(p, int) or not any(c in p for c in "[-("))
+
+
+def format_errors(exc: ValidationError, where: str) -> list[str]:
+    """One line per problem: TOML path, what is wrong, and how to fix it."""
+    lines, seen = [], set()
+    for err in exc.errors():
+        loc = _field_path(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            valid = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+            msg = f"unknown key; {hint}"
+        elif err["type"] == "missing":
+            msg = "required but missing; add it to the spec"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict):
+                msg += f" (got {err['input']!r})"
+        if path in seen:
+            continue
+        seen.add(path)
+        lines.append(f"{where}: {path}: {msg}")
+    return lines
+
+
+def apply_override(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` inside nested dicts, creating tables on the way."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {dotted}: '{part}' is a value, not a table; check the path")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`["model.width=80", ...]` -> `[("model.width", 80), ...]`."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.width=80")
+        out.append((key.strip(), parse_value(value.strip())))
+    return out
+
+
+def validate_dict(data: dict, where: str) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise UserError("\n".join(format_errors(exc, where))) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> tuple[Spec, str]:
+    """Read, override and validate one spec file. Returns the spec and the text as given."""
+    data, text = read_toml(Path(path))
+    for key, value in parse_overrides(list(overrides)):
+        apply_override(data, key, value)
+    return validate_dict(data, str(path)), text
+
+
+def resolved_toml(spec: Spec) -> str:
+    return dump_toml(spec.model_dump(mode="json"))
+
+
+def spec_hash(spec: Spec) -> str:
+    """Short SHA-256 of the resolved spec (defaults filled in, key order fixed)."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

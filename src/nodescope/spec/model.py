@@ -1,0 +1,256 @@
+"""The experiment spec as pydantic models: one class per TOML table.
+
+Imports no torch, so `nodescope validate` stays instant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# Sizes of the IDX data sets nodescope knows, so plans can be made without reading them.
+IDX_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "aggregated_mnist": (60000, 10000)}
+IDX_CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "aggregated_mnist": ["0-4", "5-9"],
+    "fashion_mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+}  # fmt: skip
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+
+
+class Data(Strict):
+    """Which samples the networks see.
+
+    Synthetic hierarchical patterns follow Algorithm 1 of the winner-take-most paper;
+    the IDX data sets carve `val_size` samples out of the official training set with
+    the fixed permutation seed `val_seed`.
+    """
+
+    name: Literal["synthetic_patterns", "mnist", "fashion_mnist", "aggregated_mnist"]
+    train_size: PositiveInt | None = None
+    val_size: NonNegativeInt | None = None
+    test_size: PositiveInt | None = None
+    val_seed: int = 0
+    scaling: Literal["unit", "standard", "none"] = "unit"
+    # synthetic_patterns only
+    seed: int = 0
+    n_data: PositiveInt | None = None
+    n_dim: PositiveInt = 500
+    n_patterns: PositiveInt = 30
+    pattern_length: PositiveInt = 5
+    delta: float = 1.0
+    sigma: Annotated[float, Field(ge=0.0)] = 0.4
+    sigma_test: Annotated[float, Field(ge=0.0)] | None = None
+    n_classes: Annotated[int, Field(ge=2)] = 2
+    overlap: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Data:
+        if self.name == "synthetic_patterns":
+            if self.n_patterns % self.n_classes:
+                raise ValueError(
+                    f"n_patterns ({self.n_patterns}) must be a multiple of n_classes "
+                    f"({self.n_classes})"
+                )
+            if not self.overlap and self.n_patterns * self.pattern_length > self.n_dim:
+                raise ValueError(
+                    f"{self.n_patterns} non-overlapping patterns of length {self.pattern_length} "
+                    f"need n_dim >= {self.n_patterns * self.pattern_length}; raise n_dim or "
+                    "set overlap = true"
+                )
+            if self.n_data is not None and self.n_data != sum(self.sizes()):
+                raise ValueError(
+                    f"n_data ({self.n_data}) must equal train_size + val_size + test_size "
+                    f"({sum(self.sizes())}); drop n_data or fix the sizes"
+                )
+        else:
+            n_train_total, n_test_total = IDX_SIZES[self.name]
+            train, val, test = self.sizes()
+            if train + val > n_train_total:
+                raise ValueError(
+                    f"train_size + val_size = {train + val} exceeds the {n_train_total} "
+                    f"training samples of {self.name}"
+                )
+            if test > n_test_total:
+                raise ValueError(f"test_size must be <= {n_test_total} for {self.name}")
+        return self
+
+    def sizes(self) -> tuple[int, int, int]:
+        """(train, val, test) sample counts after defaults are applied."""
+        if self.name == "synthetic_patterns":
+            val = self.val_size or 0
+            test = self.test_size or 6000
+            train = self.train_size or ((self.n_data - val - test) if self.n_data else 15000)
+            return train, val, test
+        n_train_total, n_test_total = IDX_SIZES[self.name]
+        val = 12000 if self.val_size is None else self.val_size
+        train = self.train_size or n_train_total - val
+        return train, val, self.test_size or n_test_total
+
+    @property
+    def num_classes(self) -> int:
+        if self.name == "synthetic_patterns":
+            return self.n_classes
+        return len(IDX_CLASS_NAMES[self.name])
+
+    @property
+    def num_features(self) -> int:
+        return self.n_dim if self.name == "synthetic_patterns" else 784
+
+    def class_names(self) -> list[str]:
+        if self.name == "synthetic_patterns":
+            return [f"class {c}" for c in range(self.n_classes)]
+        return IDX_CLASS_NAMES[self.name]
+
+
+class ModelSpec(Strict):
+    depth: PositiveInt = 1
+    width: PositiveInt | list[PositiveInt] = 100
+    activation: Literal["relu", "sigmoid", "linear"] = "relu"
+    bias: Literal["all", "first", "none"] = "all"
+    output_bias: bool = True
+    init: Literal["he", "lecun_uniform", "torch_default"] = "torch_default"
+    init_gain: Annotated[float, Field(gt=0.0)] = 1.0
+    summary_width: PositiveInt | None = None
+    batch_norm: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if isinstance(self.width, list) and len(self.width) != self.depth:
+            raise ValueError(
+                f"width lists {len(self.width)} layers but depth is {self.depth}; "
+                "give one width per hidden layer or a single int"
+            )
+        return self
+
+    def hidden_widths(self) -> list[int]:
+        """Widths of every hidden layer, the summary layer (if any) last."""
+        widths = list(self.width) if isinstance(self.width, list) else [self.width] * self.depth
+        if self.summary_width:
+            widths.append(self.summary_width)
+        return widths
+
+
+class LrSchedule(Strict):
+    milestones: list[Annotated[float, Field(gt=0)]] = []
+    factor: Annotated[float, Field(gt=0)] = 0.1
+
+
+class Optimiser(Strict):
+    name: Literal["adam", "sgd", "layca"] = "adam"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    betas: tuple[Probability, Probability] = (0.9, 0.999)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    layca_base: Literal["sgd", "adam"] = "sgd"
+    schedule: LrSchedule = LrSchedule()
+
+
+class EarlyStopping(Strict):
+    patience: PositiveInt = 10
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Training(Strict):
+    loss: Literal["mse", "ce", "bce"] = "ce"
+    batch_size: PositiveInt | Literal["full"] = 64
+    epochs: PositiveInt = 10
+    seed: int = 0
+    until_train_accuracy: Probability | None = None
+    early_stopping: EarlyStopping | None = None
+    eval_chunk: PositiveInt = 4096
+
+
+class Noise(Strict):
+    input_sigma_train: Annotated[float, Field(ge=0)] = 0.0
+    input_sigma_test: Annotated[float, Field(ge=0)] = 0.0
+    label_fraction: Probability = 0.0
+
+
+class LogSpaced(Strict):
+    start: Annotated[float, Field(gt=0)]
+    stop: Annotated[float, Field(gt=0)]
+    num: Annotated[int, Field(ge=2)]
+
+    @model_validator(mode="after")
+    def _check(self) -> LogSpaced:
+        if self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be larger than start ({self.start})")
+        return self
+
+
+class Checkpoints(Strict):
+    initial: bool = True
+    final: bool = True
+    log: LogSpaced | None = None
+    every: Annotated[float, Field(gt=0)] | None = None
+    at: list[Annotated[float, Field(ge=0)]] = []
+    first_epoch_every_step: bool = False
+
+
+class CurvesProbe(Strict):
+    splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
+
+
+class ActivationFractionProbe(Strict):
+    split: Literal["train", "val", "test", "auto"] = "auto"
+
+
+class Probes(Strict):
+    curves: CurvesProbe | None = CurvesProbe()
+    activation_fraction: ActivationFractionProbe | None = None
+
+
+class Device(Strict):
+    type: Literal["auto", "cpu", "cuda"] = "auto"
+    max_group_size: PositiveInt | None = None
+
+
+class Spec(Strict):
+    experiment: Experiment
+    data: Data
+    model: ModelSpec = ModelSpec()
+    optimiser: Optimiser = Optimiser()
+    training: Training = Training()
+    noise: Noise = Noise()
+    checkpoints: Checkpoints = Checkpoints()
+    probes: Probes = Probes()
+    sweep: dict[str, list | list[list[str]]] = {}
+    device: Device = Device()
+
+    @model_validator(mode="after")
+    def _check(self) -> Spec:
+        if self.training.loss == "bce" and self.data.num_classes != 2:
+            raise ValueError(
+                f"loss 'bce' needs 2 classes but {self.data.name} has {self.data.num_classes}; "
+                "use loss = 'ce'"
+            )
+        train, val, _ = self.data.sizes()
+        if self.training.early_stopping and val == 0:
+            raise ValueError("early_stopping needs a validation split: set data.val_size > 0")
+        return self
+
+    def batch_size(self) -> int:
+        train = self.data.sizes()[0]
+        bs = self.training.batch_size
+        return train if bs == "full" else min(bs, train)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.data.sizes()[0] / self.batch_size())

@@ -1,0 +1,26 @@
+"""Estimated size of a run's stored results, from the spec alone (no torch)."""
+
+from __future__ import annotations
+
+from .checkpoints import checkpoint_steps
+from .model import Spec
+
+BYTES_PER_VALUE = 8  # float64 before compression
+
+
+def values_per_member(spec: Spec) -> dict[str, int]:
+    """Number of stored values per member for each probe (and the always-stored finals)."""
+    t = len(checkpoint_steps(spec))
+    widths = spec.model.hidden_widths()
+    layers, nodes, classes = len(widths), max(widths), spec.data.num_classes
+    sizes = {"final": 2 * 3 + 2}
+    probes = spec.probes
+    if probes.curves:
+        sizes["curves"] = 2 * len(probes.curves.splits) * t
+    if probes.activation_fraction:
+        sizes["activation_fraction"] = t * layers * nodes * classes
+    return sizes
+
+
+def estimated_bytes(spec: Spec, n_members: int) -> int:
+    return n_members * sum(values_per_member(spec).values()) * BYTES_PER_VALUE

@@ -1,0 +1,133 @@
+"""Sweep expansion (spec -> members) and grouping (members with equal tensor shapes)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from .load import apply_override, spec_hash, validate_dict
+from .model import Spec
+
+# Fields that may differ between members of one stacked group: they change values,
+# never tensor shapes, labels or the training schedule.
+PER_MEMBER_FIELDS = {
+    "training.seed",
+    "optimiser.lr",
+    "optimiser.betas",
+    "optimiser.eps",
+    "optimiser.momentum",
+    "noise.input_sigma_train",
+    "noise.input_sigma_test",
+    "noise.label_fraction",
+    "data.sigma",
+    "data.sigma_test",
+    "model.init",
+    "model.init_gain",
+}
+AXIS_ALIASES = {"seed": "training.seed"}
+
+
+@dataclass
+class Member:
+    index: int
+    spec: Spec
+    coords: dict[str, Any]  # sweep dimension / coordinate name -> value
+
+
+@dataclass
+class Group:
+    index: int
+    members: list[Member]
+    spec: Spec  # the first member's spec: everything shared by the group
+
+    @property
+    def hash(self) -> str:
+        """Identifies the group's resolved member specs; a stored result is reused on a match."""
+        joined = "".join(spec_hash(m.spec) for m in self.members)
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SweepAxis:
+    dim: str  # dimension name in the results
+    paths: list[str]  # spec paths set along this dimension (several when zipped)
+    values: list[list[Any]]  # values[i] is the list for paths[i]
+
+
+def sweep_axes(spec: Spec) -> list[SweepAxis]:
+    """The sweep's dimensions in spec order; zipped axes share one dimension."""
+    table = dict(spec.sweep)
+    zips = table.pop("zip", [])
+    if not all(isinstance(z, list) and all(isinstance(k, str) for k in z) for z in zips):
+        raise UserError('sweep.zip: expected a list of lists of axis names, e.g. [["a", "b"]]')
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"sweep.{key}: expected a non-empty list of values")
+    zipped = {k: z for z in zips for k in z}
+    for key in zipped:
+        if key not in table:
+            raise UserError(f"sweep.zip: '{key}' is not a sweep axis; add sweep.{key} = [...]")
+    axes, done = [], set()
+    for key in table:
+        if key in done:
+            continue
+        keys = zipped.get(key, [key])
+        lengths = {len(table[k]) for k in keys}
+        if len(lengths) > 1:
+            raise UserError(f"sweep.zip: axes {keys} have different lengths; zip equal lists")
+        paths = [AXIS_ALIASES.get(k, k) for k in keys]
+        axes.append(SweepAxis(dim=paths[0].split(".")[-1], paths=paths,
+                              values=[table[k] for k in keys]))  # fmt: skip
+        done.update(keys)
+    if not any("training.seed" in a.paths for a in axes):
+        axes.append(SweepAxis(dim="seed", paths=["training.seed"], values=[[spec.training.seed]]))
+    dims = [a.dim for a in axes]
+    dupes = {d for d in dims if dims.count(d) > 1}
+    if dupes:
+        raise UserError(f"sweep: two axes end in the same name {sorted(dupes)}; zip or drop one")
+    return axes
+
+
+def expand(spec: Spec) -> list[Member]:
+    """Every member of the sweep (grid product over axes), validated on its own."""
+    axes = sweep_axes(spec)
+    base = spec.model_dump(mode="python", exclude={"sweep"})
+    members = []
+    for index, choice in enumerate(itertools.product(*(range(len(a.values[0])) for a in axes))):
+        data = copy.deepcopy(base)
+        coords: dict[str, Any] = {}
+        for axis, i in zip(axes, choice, strict=True):
+            for path, values in zip(axis.paths, axis.values, strict=True):
+                apply_override(data, path, values[i])
+                coords[path.split(".")[-1]] = values[i]
+        label = ", ".join(f"{k}={v}" for k, v in coords.items())
+        members.append(Member(index, validate_dict(data, f"sweep member ({label})"), coords))
+    return members
+
+
+def _group_key(spec: Spec) -> str:
+    data = spec.model_dump(mode="json")
+    for path in PER_MEMBER_FIELDS:
+        table, key = path.split(".")
+        data[table].pop(key, None)
+    return json.dumps(data, sort_keys=True)
+
+
+def plan(spec: Spec) -> list[Group]:
+    """Members grouped by shared tensor shapes and schedule, split at device.max_group_size."""
+    by_key: dict[str, list[Member]] = {}
+    for member in expand(spec):
+        by_key.setdefault(_group_key(member.spec), []).append(member)
+    limit = spec.device.max_group_size
+    groups = []
+    for members in by_key.values():
+        size = limit or len(members)
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            groups.append(Group(len(groups), chunk, chunk[0].spec))
+    return groups
