@@ -42,7 +42,7 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
     tree.add(f"training: {opt} lr {o.lr}, {t.loss} loss, batch {spec.batch_size()}, "
              f"{t.epochs} epochs × {spec.steps_per_epoch()} steps")  # fmt: skip
     tree.add(f"checkpoints: {len(steps)} (steps {steps[0]} … {steps[-1]})")
-    probes = [name for name, opts in spec.probes if opts is not None]
+    probes = [name for name, _ in spec.probes.enabled()]
     tree.add(f"probes: {', '.join(probes) or 'none'}")
     sweep = tree.add(f"sweep: {n_members} members in {len(groups)} stacked groups")
     for g in groups:

@@ -129,7 +129,11 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
         name: dict(zip(ds[dim].values.tolist(), ds[name].values.tolist(), strict=True))
         for name, dim in riders.items()
     }
-    ds = ds.drop_vars(list(riders)).set_index(member=dims).unstack("member")
+    ds = ds.drop_vars(list(riders))
+    if len(dims) == 1:
+        ds = ds.swap_dims(member=dims[0]).drop_vars("member")
+    else:
+        ds = ds.set_index(member=dims).unstack("member")
     for name, dim in riders.items():
         ds = ds.assign_coords({name: (dim, [rider_values[name][v] for v in ds[dim].values])})
     return ds.transpose(*dims, ...)

@@ -158,7 +158,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     ck_of = {s: i for i, s in enumerate(steps)}
     ctx = ProbeContext(len(specs), len(steps), model.widths, data.n_classes,
                        spec.model.activation, spec.training.loss, data)  # fmt: skip
-    probes = [PROBES[name](opts, ctx) for name, opts in spec.probes if opts is not None]
+    probes = [PROBES[name](opts, ctx) for name, opts in spec.probes.enabled()]
     rules = StopRules(group, model, data)
     loss_kind, chunk = spec.training.loss, spec.training.eval_chunk
     sched = spec.optimiser.schedule

@@ -10,8 +10,8 @@ from .model import Spec
 def checkpoint_steps(spec: Spec) -> list[int]:
     """Sorted, de-duplicated optimiser steps at which probes are recorded.
 
-    Epoch positions e become steps round(e * steps_per_epoch); step 0 is the untrained
-    network. The stored epoch of a checkpoint is step / steps_per_epoch, so fractional
+    Epoch positions e > 0 become steps max(1, round(e * steps_per_epoch)); step 0 is the
+    untrained network. The stored epoch of a checkpoint is step / steps_per_epoch, so fractional
     log-spaced positions keep their real value after rounding.
     """
     ck = spec.checkpoints
@@ -26,7 +26,7 @@ def checkpoint_steps(spec: Spec) -> list[int]:
         while k * ck.every <= spec.training.epochs + 1e-9:
             epochs.append(k * ck.every)
             k += 1
-    steps = {round(e * spe) for e in epochs}
+    steps = {max(1, round(e * spe)) if e > 0 else 0 for e in epochs}
     if ck.first_epoch_every_step:
         steps.update(range(1, spe + 1))
     if ck.initial:

@@ -214,8 +214,14 @@ class ActivationFractionProbe(Strict):
 
 
 class Probes(Strict):
-    curves: CurvesProbe | None = CurvesProbe()
+    """Probes to record. A table (even empty) switches a probe on with those options;
+    `curves` is on unless set to false."""
+
+    curves: CurvesProbe | Literal[False] = CurvesProbe()
     activation_fraction: ActivationFractionProbe | None = None
+
+    def enabled(self) -> list[tuple[str, BaseModel]]:
+        return [(name, opts) for name, opts in self if opts]
 
 
 class Device(Strict):

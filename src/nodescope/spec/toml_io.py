@@ -54,14 +54,13 @@ def _key(key: str) -> str:
 
 
 def dump_toml(data: dict, prefix: str = "") -> str:
-    """Write nested dicts as TOML tables; None values are left out."""
+    """Write nested dicts as TOML tables (empty ones too); None values are left out."""
     lines, tables = [], []
     for key, value in data.items():
         if value is None:
             continue
         if isinstance(value, dict):
-            if value:
-                tables.append((key, value))
+            tables.append((key, value))
         else:
             lines.append(f"{_key(key)} = {_scalar(value)}")
     out = "\n".join(lines)
