@@ -37,8 +37,11 @@ def test_zip_pairs_axes(tiny):
 
 
 def test_zip_of_unequal_lengths_is_a_user_error(tiny):
-    tiny["sweep"] = {"model.depth": [1, 2], "model.width": [8], "zip": [["model.depth",
-                                                                          "model.width"]]}
+    tiny["sweep"] = {
+        "model.depth": [1, 2],
+        "model.width": [8],
+        "zip": [["model.depth", "model.width"]],
+    }
     with pytest.raises(UserError, match="different lengths"):
         expand(spec_of(tiny))
 

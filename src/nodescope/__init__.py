@@ -1,7 +1,7 @@
 """nodescope: how the individual nodes of neural networks behave during training.
 
-    ds = nodescope.open("runs/quickstart")
-    ds.loss.sel(split="val").mean("seed")
+ds = nodescope.open("runs/quickstart")
+ds.loss.sel(split="val").mean("seed")
 """
 
 from __future__ import annotations

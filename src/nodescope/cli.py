@@ -16,8 +16,14 @@ err_console = Console(stderr=True)
 
 
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value, e.g. --set model.width=80 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set model.width=80 (repeatable)",
+    )
 
 
 def cmd_validate(args) -> int:
@@ -38,9 +44,13 @@ def cmd_validate(args) -> int:
 
 def _progress_display():
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
-    )  # fmt: skip
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -80,12 +90,18 @@ def cmd_run(args) -> int:
             with _progress_display() as progress:
 
                 def progress_for(index: int, members: int):
-                    task = progress.add_task(f"group {index} ({members} members)", total=None,
-                                             epoch="0", loss="–")  # fmt: skip
+                    task = progress.add_task(
+                        f"group {index} ({members} members)", total=None, epoch="0", loss="–"
+                    )
 
                     def update(step: int, total: int, loss: float) -> None:
-                        progress.update(task, completed=step, total=total,
-                                        epoch=f"{step / spe:.2f}", loss=f"{loss:.4f}")  # fmt: skip
+                        progress.update(
+                            task,
+                            completed=step,
+                            total=total,
+                            epoch=f"{step / spe:.2f}",
+                            loss=f"{loss:.4f}",
+                        )
 
                     return update
 
@@ -97,8 +113,10 @@ def cmd_run(args) -> int:
         )
         return 130
     console.print(summary_table(open_run(rp.run_dir)))
-    console.print(f"results in {rp.run_dir} ({time.perf_counter() - started:.1f} s); "
-                  f"open with nodescope.open({str(rp.run_dir)!r})")  # fmt: skip
+    console.print(
+        f"results in {rp.run_dir} ({time.perf_counter() - started:.1f} s); "
+        f"open with nodescope.open({str(rp.run_dir)!r})"
+    )
     return 0
 
 

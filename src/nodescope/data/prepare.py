@@ -62,9 +62,12 @@ class GroupData:
 
 def _synthetic_split(data: Data, split: str, sigma: float) -> HostSplit:
     masks = synthetic.pattern_masks(
-        data.n_dim, data.n_patterns, data.pattern_length, data.overlap,
+        data.n_dim,
+        data.n_patterns,
+        data.pattern_length,
+        data.overlap,
         numpy_rng(data.seed, "masks"),
-    )  # fmt: skip
+    )
     size = dict(zip(SPLITS, data.sizes(), strict=True))[split]
     rng = numpy_rng(data.seed, split)
     patterns = synthetic.balanced_patterns(size, data.n_patterns, rng)
@@ -179,9 +182,12 @@ def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
     cents = None
     if first.name == "synthetic_patterns":
         masks = synthetic.pattern_masks(
-            first.n_dim, first.n_patterns, first.pattern_length, first.overlap,
+            first.n_dim,
+            first.n_patterns,
+            first.pattern_length,
+            first.overlap,
             numpy_rng(first.seed, "masks"),
-        )  # fmt: skip
+        )
         cents = synthetic.centroids(masks, first.n_dim, first.delta)
     return GroupData(
         splits=splits,
@@ -190,4 +196,3 @@ def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
         corrupted=np.stack(corrupted_rows) if any_noise else None,
         centroids=cents,
     )
-

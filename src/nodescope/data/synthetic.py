@@ -23,9 +23,7 @@ def pattern_masks(
         return np.stack(
             [rng.choice(n_dim, pattern_length, replace=False) for _ in range(n_patterns)]
         )
-    return rng.permutation(n_dim)[: n_patterns * pattern_length].reshape(
-        n_patterns, pattern_length
-    )
+    return rng.permutation(n_dim)[: n_patterns * pattern_length].reshape(n_patterns, pattern_length)
 
 
 def centroids(masks: np.ndarray, n_dim: int, delta: float) -> np.ndarray:
@@ -53,7 +51,7 @@ def draw_samples(
     sigma: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """x = (eps + sum_{j in P_p} delta e_j) / ||.||_2 with eps ~ N(0, sigma^2 I); float32 (n, n_dim)."""
+    """x = (eps + sum_{j in P_p} delta e_j) / ||.||_2, eps ~ N(0, sigma^2 I); (n, n_dim) float32."""
     x = rng.standard_normal((len(patterns), n_dim)) * sigma
     x[np.arange(len(patterns))[:, None], masks[patterns]] += delta
     norms = np.linalg.norm(x, axis=1, keepdims=True)

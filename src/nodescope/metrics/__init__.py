@@ -4,8 +4,6 @@ from .activation_fraction import ActivationFractionProbe
 from .base import EvalBatch, Probe, ProbeContext
 from .curves import CurvesProbe
 
-PROBES: dict[str, type[Probe]] = {
-    p.name: p for p in (CurvesProbe, ActivationFractionProbe)
-}
+PROBES: dict[str, type[Probe]] = {p.name: p for p in (CurvesProbe, ActivationFractionProbe)}
 
 __all__ = ["PROBES", "EvalBatch", "Probe", "ProbeContext"]

@@ -51,9 +51,11 @@ class ActivationFractionProbe(Probe):
     def results(self):
         return {
             "activation_fraction": variable(
-                ("member", "epoch", "layer", "node", "label"), self.fraction,
-                "activation fraction", "1",
+                ("member", "epoch", "layer", "node", "label"),
+                self.fraction,
+                "activation fraction",
+                "1",
                 "|S_c^(l,i)| / |S_c|: fraction of class-c eval samples with pre-activation "
                 "z > 0 at node i of layer l (sigmoid: activation > 0.5); sample-set paper eq. 8",
             )
-        }  # fmt: skip
+        }

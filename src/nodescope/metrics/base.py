@@ -71,13 +71,15 @@ class Probe:
         return {}
 
 
-def variable(dims: tuple[str, ...], values: np.ndarray, long_name: str, units: str,
-             description: str) -> xr.DataArray:  # fmt: skip
+def variable(
+    dims: tuple[str, ...], values: np.ndarray, long_name: str, units: str, description: str
+) -> xr.DataArray:
     """A DataArray carrying the attributes every stored variable must have."""
     return xr.DataArray(
-        values, dims=dims,
+        values,
+        dims=dims,
         attrs={"long_name": long_name, "units": units, "description": description},
-    )  # fmt: skip
+    )
 
 
 def pad_layers(per_layer: list[np.ndarray], width: int, fill=np.nan) -> np.ndarray:
@@ -87,6 +89,5 @@ def pad_layers(per_layer: list[np.ndarray], width: int, fill=np.nan) -> np.ndarr
     for a in per_layer:
         pad = [(0, 0)] * a.ndim
         pad[1] = (0, width - a.shape[1])
-        out.append(np.pad(a.astype(np.float64) if fill is np.nan else a, pad,
-                          constant_values=fill))  # fmt: skip
+        out.append(np.pad(a.astype(np.float64) if fill is np.nan else a, pad, constant_values=fill))
     return np.stack(out, axis=1)

@@ -40,10 +40,10 @@ class CurvesProbe(Probe):
             acc = self.correct / self.count
         coords = {"split": self.split_names}
         return {
-            "loss": variable(dims, loss, "loss", "1",
-                             f"mean per-sample {self.ctx.loss} loss over the split"
-                             ).assign_coords(coords),
-            "accuracy": variable(dims, acc, "accuracy", "1",
-                                 "fraction of the split's samples predicted correctly"
-                                 ).assign_coords(coords),
-        }  # fmt: skip
+            "loss": variable(
+                dims, loss, "loss", "1", f"mean per-sample {self.ctx.loss} loss over the split"
+            ).assign_coords(coords),
+            "accuracy": variable(
+                dims, acc, "accuracy", "1", "fraction of the split's samples predicted correctly"
+            ).assign_coords(coords),
+        }

@@ -60,10 +60,11 @@ class StackedMLP(nn.Module):
         sizes = [n_features, *self.widths, n_outputs]
         n_layers = len(sizes) - 1
         has_bias = [
-            (first.bias == "all" or (first.bias == "first" and i == 0)) if i < n_layers - 1
+            (first.bias == "all" or (first.bias == "first" and i == 0))
+            if i < n_layers - 1
             else first.output_bias
             for i in range(n_layers)
-        ]  # fmt: skip
+        ]
         weights = [[] for _ in range(n_layers)]
         biases = [[] for _ in range(n_layers)]
         for spec in specs:

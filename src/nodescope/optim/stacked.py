@@ -55,10 +55,11 @@ class StackedOptimiser:
         self.eps = _per_member([s.optimiser.eps for s in specs], like)
         self.t = torch.zeros_like(self.lr)
         self.state = [
-            {"m": torch.zeros_like(p), "v": torch.zeros_like(p)} if self.base == "adam"
+            {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+            if self.base == "adam"
             else {"b": torch.zeros_like(p)}
             for p, _ in params
-        ]  # fmt: skip
+        ]
 
     def zero_grad(self) -> None:
         for p, _ in self.params:

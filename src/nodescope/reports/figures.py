@@ -43,8 +43,9 @@ def curves_figure(ds: xr.Dataset):
     """Loss and accuracy against epoch (log axis), per split, mean ± s.e. over seeds."""
     plt = _pyplot()
     dims = json.loads(ds.attrs.get("sweep_dims", "[]"))
-    fig, axes = plt.subplots(2, ds.sizes["split"], figsize=(4 * ds.sizes["split"], 6),
-                             squeeze=False, sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        2, ds.sizes["split"], figsize=(4 * ds.sizes["split"], 6), squeeze=False, sharex=True
+    )
     epoch = ds.epoch.where(ds.epoch > 0, np.nan)
     for row, name in enumerate(("loss", "accuracy")):
         for col, split in enumerate(ds.split.values):

@@ -33,14 +33,20 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
     tree = Tree(f"[bold]{spec.experiment.name}[/]  [dim]{path}[/]")
     if spec.experiment.description:
         tree.add(f"[italic]{spec.experiment.description}[/]")
-    tree.add(f"data: {d.name}, train {train} / val {val} / test {test}, "
-             f"{d.num_features} features, {d.num_classes} classes")  # fmt: skip
+    tree.add(
+        f"data: {d.name}, train {train} / val {val} / test {test}, "
+        f"{d.num_features} features, {d.num_classes} classes"
+    )
     widths = m.hidden_widths()
-    tree.add(f"model: {d.num_features} → {widths} → out, {m.activation}, bias {m.bias}, "
-             f"init {m.init}" + (", batch norm" if m.batch_norm else ""))  # fmt: skip
+    tree.add(
+        f"model: {d.num_features} → {widths} → out, {m.activation}, bias {m.bias}, "
+        f"init {m.init}" + (", batch norm" if m.batch_norm else "")
+    )
     opt = o.name + (f" ({o.layca_base} base)" if o.name == "layca" else "")
-    tree.add(f"training: {opt} lr {o.lr}, {t.loss} loss, batch {spec.batch_size()}, "
-             f"{t.epochs} epochs × {spec.steps_per_epoch()} steps")  # fmt: skip
+    tree.add(
+        f"training: {opt} lr {o.lr}, {t.loss} loss, batch {spec.batch_size()}, "
+        f"{t.epochs} epochs × {spec.steps_per_epoch()} steps"
+    )
     tree.add(f"checkpoints: {len(steps)} (steps {steps[0]} … {steps[-1]})")
     probes = [name for name, _ in spec.probes.enabled()]
     tree.add(f"probes: {', '.join(probes) or 'none'}")

@@ -28,9 +28,11 @@ def summary_table(ds: xr.Dataset) -> Table:
         table.add_column(f"{s} acc", justify="right")
     table.add_column("stop epoch", justify="right")
     table.add_column("group wall s", justify="right")
-    flat = ds[["final_loss", "final_accuracy", "stop_epoch", "wall_time"]].stack(
-        member=dims
-    ).transpose("member", ...)
+    flat = (
+        ds[["final_loss", "final_accuracy", "stop_epoch", "wall_time"]]
+        .stack(member=dims)
+        .transpose("member", ...)
+    )
     for i in range(flat.sizes["member"]):
         row = flat.isel(member=i)
         if np.isnan(row.final_loss.values).all():

@@ -32,8 +32,9 @@ def run_dask(rp: RunPlan, device: str, scheduler: str | None) -> list[str]:
     client = Client(scheduler) if scheduler else Client(LocalCluster(processes=True))
     with client:
         futures = [
-            client.submit(run_group_task, rp.spec, g.index, str(rp.run_dir.resolve()), device,
-                          pure=False)  # fmt: skip
+            client.submit(
+                run_group_task, rp.spec, g.index, str(rp.run_dir.resolve()), device, pure=False
+            )
             for g in rp.todo
         ]
         return client.gather(futures)

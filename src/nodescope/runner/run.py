@@ -65,8 +65,13 @@ def prepare_run(spec: Spec, spec_text: str, out: str | Path | None, fresh: bool)
     return RunPlan(spec, spec_text, run_dir, groups, todo)
 
 
-def run_group_task(spec: Spec, group_index: int, run_dir: str, device_request: str,
-                   progress: Callable | None = None) -> str:  # fmt: skip
+def run_group_task(
+    spec: Spec,
+    group_index: int,
+    run_dir: str,
+    device_request: str,
+    progress: Callable | None = None,
+) -> str:
     """Train one group and store it; the same task runs in-process or on a Dask worker."""
     import torch
 

@@ -24,9 +24,12 @@ def group_path(run_dir: Path, group: Group) -> Path:
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5,
-        )  # fmt: skip
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -65,9 +68,10 @@ def group_dataset(spec: Spec, group: Group, run, device_name: str) -> xr.Dataset
         coords["label"] = np.arange(len(run.class_names))
         coords["label_name"] = ("label", run.class_names)
     ds = ds.assign_coords(coords)
-    ds["epoch"].attrs.update(long_name="epoch", units="epoch",
-                             description="checkpoint position: step / steps_per_epoch")
-    ds["step"].attrs.update(long_name="optimiser step", units="1")  # fmt: skip
+    ds["epoch"].attrs.update(
+        long_name="epoch", units="epoch", description="checkpoint position: step / steps_per_epoch"
+    )
+    ds["step"].attrs.update(long_name="optimiser step", units="1")
     dims, riders = sweep_layout(spec)
     ds.attrs.update(
         experiment=spec.experiment.name,
@@ -118,10 +122,18 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
         )
     parts = [xr.load_dataset(f, engine="netcdf4") for f in files]
     wall = sum(float(p.attrs.get("wall_time_s", 0.0)) for p in parts)
-    ds = parts[0] if len(parts) == 1 else xr.concat(
-        parts, dim="member", join="outer", coords="different", compat="equals",
-        combine_attrs="drop_conflicts",
-    )  # fmt: skip
+    ds = (
+        parts[0]
+        if len(parts) == 1
+        else xr.concat(
+            parts,
+            dim="member",
+            join="outer",
+            coords="different",
+            compat="equals",
+            combine_attrs="drop_conflicts",
+        )
+    )
     ds.attrs["wall_time_s"] = wall
     dims = json.loads(parts[0].attrs["sweep_dims"])
     riders = json.loads(parts[0].attrs["sweep_riders"])

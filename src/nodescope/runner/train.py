@@ -156,8 +156,15 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     opt = StackedOptimiser(model.parameter_kinds(), specs)
     steps = checkpoint_steps(spec)
     ck_of = {s: i for i, s in enumerate(steps)}
-    ctx = ProbeContext(len(specs), len(steps), model.widths, data.n_classes,
-                       spec.model.activation, spec.training.loss, data)  # fmt: skip
+    ctx = ProbeContext(
+        len(specs),
+        len(steps),
+        model.widths,
+        data.n_classes,
+        spec.model.activation,
+        spec.training.loss,
+        data,
+    )
     probes = [PROBES[name](opts, ctx) for name, opts in spec.probes.enabled()]
     rules = StopRules(group, model, data)
     loss_kind, chunk = spec.training.loss, spec.training.eval_chunk
@@ -199,19 +206,28 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         variables.update(probe.results())
     variables.update(_final_metrics(model, data, loss_kind, chunk))
     variables["stop_epoch"] = variable(
-        ("member",), rules.stop_epoch, "stop epoch", "epoch",
+        ("member",),
+        rules.stop_epoch,
+        "stop epoch",
+        "epoch",
         "epoch at whose end a stop rule froze the member (NaN: trained all epochs)",
-    )  # fmt: skip
+    )
     if data.corrupted is not None:
         variables["label_corrupted"] = variable(
-            ("member", "train_sample"), data.corrupted.astype(np.int8), "label corrupted", "1",
+            ("member", "train_sample"),
+            data.corrupted.astype(np.int8),
+            "label corrupted",
+            "1",
             "1 where noise.label_fraction replaced the training label by a uniform random class",
-        )  # fmt: skip
+        )
     wall = time.perf_counter() - started
     variables["wall_time"] = variable(
-        ("member",), np.full(len(specs), wall), "group wall time", "s",
+        ("member",),
+        np.full(len(specs), wall),
+        "group wall time",
+        "s",
         "wall-clock seconds to train and probe the stacked group the member belongs to",
-    )  # fmt: skip
+    )
     return GroupRun(variables, steps, spe, model.widths, data.class_names, wall)
 
 
@@ -222,10 +238,18 @@ def _final_metrics(model, data, loss_kind, chunk) -> dict[str, xr.DataArray]:
     acc = np.stack([r[1].cpu().numpy() for r in results], axis=1)
     coords = {"split": splits}
     return {
-        "final_loss": variable(("member", "split"), loss, "final loss", "1",
-                               "mean per-sample loss of the trained member on the split"
-                               ).assign_coords(coords),
-        "final_accuracy": variable(("member", "split"), acc, "final accuracy", "1",
-                                   "fraction of the split predicted correctly by the trained "
-                                   "member").assign_coords(coords),
-    }  # fmt: skip
+        "final_loss": variable(
+            ("member", "split"),
+            loss,
+            "final loss",
+            "1",
+            "mean per-sample loss of the trained member on the split",
+        ).assign_coords(coords),
+        "final_accuracy": variable(
+            ("member", "split"),
+            acc,
+            "final accuracy",
+            "1",
+            "fraction of the split predicted correctly by the trained member",
+        ).assign_coords(coords),
+    }

@@ -15,15 +15,27 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # Sizes of the IDX data sets nodescope knows, so plans can be made without reading them.
-IDX_SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "aggregated_mnist": (60000, 10000)}
+IDX_SIZES = {
+    "mnist": (60000, 10000),
+    "fashion_mnist": (60000, 10000),
+    "aggregated_mnist": (60000, 10000),
+}
 IDX_CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     "aggregated_mnist": ["0-4", "5-9"],
     "fashion_mnist": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ],
-}  # fmt: skip
+}
 
 
 class Strict(BaseModel):

@@ -81,8 +81,9 @@ def sweep_axes(spec: Spec) -> list[SweepAxis]:
         if len(lengths) > 1:
             raise UserError(f"sweep.zip: axes {keys} have different lengths; zip equal lists")
         paths = [AXIS_ALIASES.get(k, k) for k in keys]
-        axes.append(SweepAxis(dim=paths[0].split(".")[-1], paths=paths,
-                              values=[table[k] for k in keys]))  # fmt: skip
+        axes.append(
+            SweepAxis(dim=paths[0].split(".")[-1], paths=paths, values=[table[k] for k in keys])
+        )
         done.update(keys)
     if not any("training.seed" in a.paths for a in axes):
         axes.append(SweepAxis(dim="seed", paths=["training.seed"], values=[[spec.training.seed]]))
