@@ -107,7 +107,8 @@ def _idx_splits(data: Data) -> dict[str, HostSplit]:
 def _variant_key(spec: Spec, split: str) -> tuple:
     """What decides a member's inputs of `split`; members with equal keys share them."""
     train = split == "train"
-    sigma = spec.data.sigma if train else (spec.data.sigma_test or spec.data.sigma)
+    test_sigma = spec.data.sigma if spec.data.sigma_test is None else spec.data.sigma_test
+    sigma = spec.data.sigma if train else test_sigma
     noise = spec.noise.input_sigma_train if train else spec.noise.input_sigma_test
     synthetic_key = (spec.data.seed, sigma) if spec.data.name == "synthetic_patterns" else ()
     return (*synthetic_key, noise, spec.training.seed if noise > 0 else None)

@@ -1,9 +1,11 @@
 """Probes: pure tensor functions plus a thin Probe wrapper per family."""
 
-from .activation_fraction import ActivationFractionProbe
 from .base import EvalBatch, Probe, ProbeContext
 from .curves import CurvesProbe
+from .sample_set_probes import ActivationFractionProbe, SampleSetsProbe
 
-PROBES: dict[str, type[Probe]] = {p.name: p for p in (CurvesProbe, ActivationFractionProbe)}
+PROBES: dict[str, type[Probe]] = {
+    p.name: p for p in (CurvesProbe, ActivationFractionProbe, SampleSetsProbe)
+}
 
 __all__ = ["PROBES", "EvalBatch", "Probe", "ProbeContext"]

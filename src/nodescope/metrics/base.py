@@ -44,13 +44,18 @@ class EvalBatch:
     fwd: Forward
     loss: torch.Tensor  # (E, B) per-sample loss
     correct: torch.Tensor  # (E, B) bool
+    dl_da: list[torch.Tensor] | None = None  # per hidden layer (E, B, H_l): dL_s/da
 
 
 class Probe:
-    """Base class: subclasses set `name`, `needs_preacts`, and implement the hooks."""
+    """Base class: subclasses set `name` and their needs, and implement the hooks.
+
+    The `needs_*` flags may also be set per instance when they depend on options.
+    """
 
     name: ClassVar[str]
     needs_preacts: ClassVar[bool] = False
+    needs_dl_da: ClassVar[bool] = False  # gradients of each sample's own loss
 
     def __init__(self, options: Any, ctx: ProbeContext):
         self.options = options

@@ -84,6 +84,7 @@ class StackedMLP(nn.Module):
             if b[0] is not None:
                 self.bias_of[i] = len(self.bias_of)
         E = len(specs)
+        self.frozen: torch.Tensor | None = None  # (E,) bool, set by the trainer's stop rules
         if self.batch_norm:
             self.bn_weight = nn.ParameterList(
                 [nn.Parameter(torch.ones(E, 1, h)) for h in self.widths]
@@ -122,8 +123,14 @@ class StackedMLP(nn.Module):
             var = z.var(1, unbiased=False, keepdim=True)
             with torch.no_grad():
                 n = z.shape[1]
-                mean_buf.lerp_(mean, BN_MOMENTUM)
-                var_buf.lerp_(var * n / max(n - 1, 1), BN_MOMENTUM)
+                new_mean = torch.lerp(mean_buf, mean, BN_MOMENTUM)
+                new_var = torch.lerp(var_buf, var * n / max(n - 1, 1), BN_MOMENTUM)
+                if self.frozen is not None:  # members a stop rule froze keep their statistics
+                    keep = self.frozen.view(-1, 1, 1)
+                    new_mean = torch.where(keep, mean_buf, new_mean)
+                    new_var = torch.where(keep, var_buf, new_var)
+                mean_buf.copy_(new_mean)
+                var_buf.copy_(new_var)
         else:
             mean, var = mean_buf, var_buf
         return (z - mean) / torch.sqrt(var + BN_EPS) * self.bn_weight[i] + self.bn_bias[i]
@@ -135,8 +142,9 @@ class StackedMLP(nn.Module):
             return torch.sigmoid(z)
         return z
 
-    def forward(self, x: torch.Tensor, keep: bool = False) -> Forward:
-        """x: (B, F) shared by all members, or (E, B, F). `keep` returns z and a per layer."""
+    def forward(self, x: torch.Tensor, keep: bool = False, grad_acts: bool = False) -> Forward:
+        """x: (B, F) shared by all members, or (E, B, F). `keep` returns z and a per layer;
+        `grad_acts` makes the activations differentiable leaves of the output."""
         h = x
         preacts, acts = [], []
         for i in range(len(self.widths)):
@@ -144,6 +152,8 @@ class StackedMLP(nn.Module):
             if self.batch_norm:
                 z = self._batch_norm(z, i)
             h = self._rho(z)
+            if grad_acts and not h.requires_grad:
+                h.requires_grad_(True)
             if keep:
                 preacts.append(z)
                 acts.append(h)

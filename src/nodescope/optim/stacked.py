@@ -68,34 +68,36 @@ class StackedOptimiser:
     @torch.no_grad()
     def step(self, lr_scale: float = 1.0, active: torch.Tensor | None = None) -> None:
         """One update; `lr_scale` is the schedule's factor, `active` (E,) bool or None."""
-        if active is None:
-            active = torch.ones_like(self.lr, dtype=torch.bool)
-        self.t = torch.where(active, self.t + 1, self.t)
+        self.t = self.t + 1 if active is None else torch.where(active, self.t + 1, self.t)
         lr = self.lr * lr_scale
         for (p, kind), state in zip(self.params, self.state, strict=True):
             if p.grad is None:
                 continue
             if self.name == "layca" and kind != "weight":
                 continue
-            keep = _expand(active, p)
+            keep = None if active is None else _expand(active, p)
             g = p.grad
             if self.base == "adam":
                 b1, b2 = _expand(self.beta1, p), _expand(self.beta2, p)
-                m = torch.where(keep, b1 * state["m"] + (1 - b1) * g, state["m"])
-                v = torch.where(keep, b2 * state["v"] + (1 - b2) * g * g, state["v"])
+                m = _masked(keep, b1 * state["m"] + (1 - b1) * g, state["m"])
+                v = _masked(keep, b2 * state["v"] + (1 - b2) * g * g, state["v"])
                 state["m"], state["v"] = m, v
                 t = _expand(self.t.clamp(min=1), p)
                 m_hat = m / (1 - b1**t)
                 v_hat = v / (1 - b2**t)
                 s = m_hat / (v_hat.sqrt() + _expand(self.eps, p))
             else:
-                b = torch.where(keep, _expand(self.momentum, p) * state["b"] + g, state["b"])
+                b = _masked(keep, _expand(self.momentum, p) * state["b"] + g, state["b"])
                 state["b"] = s = b
             if self.name == "layca":
                 new = _layca_update(p, s, _expand(lr, p))
             else:
                 new = p - _expand(lr, p) * s
-            p.copy_(torch.where(keep, new, p))
+            p.copy_(_masked(keep, new, p))
+
+
+def _masked(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return new if keep is None else torch.where(keep, new, old)
 
 
 def _layca_update(w: torch.Tensor, s: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:

@@ -35,22 +35,37 @@ class GroupRun:
 
 
 def eval_batches(
-    model: StackedMLP, data: GroupData, split: str, loss: str, chunk: int, keep: bool
+    model: StackedMLP,
+    data: GroupData,
+    split: str,
+    loss: str,
+    chunk: int,
+    keep: bool,
+    dl_da: bool = False,
 ) -> Iterator[EvalBatch]:
-    """The split in chunks of `chunk` samples, every member's outputs on each."""
+    """The split in chunks of `chunk` samples, every member's outputs on each.
+
+    With `dl_da`, also the gradient of every sample's own loss L_s with respect to the
+    hidden activations (samples are independent in eval mode, so one backward pass of
+    the summed loss gives every dL_s/da).
+    """
     sd = data.splits[split]
     for start in range(0, sd.size, chunk):
         index = torch.arange(start, min(start + chunk, sd.size), device=sd.x.device)
-        fwd = model(sd.inputs(index), keep=keep)
         targets = sd.targets[:, index]
+        with torch.enable_grad() if dl_da else torch.no_grad():
+            fwd = model(sd.inputs(index), keep=keep or dl_da, grad_acts=dl_da)
+            per_sample = per_sample_loss(fwd.out, targets, loss)
+            grads = list(torch.autograd.grad(per_sample.sum(), fwd.acts)) if dl_da else None
         yield EvalBatch(
             split=split,
             index=index,
             labels=sd.labels[index],
             targets=targets,
             fwd=fwd,
-            loss=per_sample_loss(fwd.out, targets, loss),
-            correct=predictions(fwd.out, loss) == targets,
+            loss=per_sample.detach(),
+            correct=predictions(fwd.out.detach(), loss) == targets,
+            dl_da=grads,
         )
 
 
@@ -73,10 +88,12 @@ def evaluate(model, data, split, loss, chunk) -> tuple[torch.Tensor, torch.Tenso
 def record_checkpoint(model, data, probes: list[Probe], ck: int, loss: str, chunk: int) -> None:
     """One eval pass over every split some probe reads; each probe sees every chunk."""
     model.eval()
-    keep = any(p.needs_preacts for p in probes)
     for split in sorted(set().union(*(p.splits() for p in probes))):
-        for batch in eval_batches(model, data, split, loss, chunk, keep):
-            for probe in probes:
+        readers = [p for p in probes if split in p.splits()]
+        keep = any(p.needs_preacts for p in readers)
+        grads = any(p.needs_dl_da for p in readers)
+        for batch in eval_batches(model, data, split, loss, chunk, keep, grads):
+            for probe in readers:
                 probe.update(ck, batch)
     for probe in probes:
         probe.finish_checkpoint(ck)
@@ -126,9 +143,15 @@ class StopRules:
             patience_out = torch.from_numpy(self.bad_epochs >= self.early.patience)
             self._stop(patience_out.to(self.active.device) & self.active, epoch)
 
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The active mask for the optimiser; None (all active) when no rule is set."""
+        return self.active if (self.until is not None or self.early) else None
+
     def _stop(self, done: torch.Tensor, epoch: int) -> None:
         self.stop_epoch[done.cpu().numpy()] = epoch
         self.active &= ~done
+        self.model.frozen = ~self.active
 
     def finish(self) -> None:
         if self.best_state is not None:
@@ -188,7 +211,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             loss = per_sample_loss(out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
             loss.sum().backward()
-            opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), rules.active)
+            opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), rules.mask)
             step += 1
             if step in ck_of:
                 record_checkpoint(model, data, probes, ck_of[step], loss_kind, chunk)
@@ -196,6 +219,11 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
                 progress(step, total, float(loss.detach().mean()))
         rules.end_of_epoch(epoch + 1)
         if rules.all_stopped:
+            # Every member is frozen: later checkpoints record the frozen networks, as
+            # they would if a still-training member had kept the group going.
+            for later in steps:
+                if later > step:
+                    record_checkpoint(model, data, probes, ck_of[later], loss_kind, chunk)
             break
     rules.finish()
     if progress:

@@ -223,6 +223,13 @@ class CurvesProbe(Strict):
 
 class ActivationFractionProbe(Strict):
     split: Literal["train", "val", "test", "auto"] = "auto"
+    # a node is on when z > 0 (relu, linear) or sigmoid(z) > threshold (default 0.5)
+    threshold: float | None = None
+
+
+class SampleSetsProbe(ActivationFractionProbe):
+    churn: bool = True
+    node_cost: bool = True
 
 
 class Probes(Strict):
@@ -231,6 +238,7 @@ class Probes(Strict):
 
     curves: CurvesProbe | Literal[False] = CurvesProbe()
     activation_fraction: ActivationFractionProbe | None = None
+    sample_sets: SampleSetsProbe | None = None
 
     def enabled(self) -> list[tuple[str, BaseModel]]:
         return [(name, opts) for name, opts in self if opts]

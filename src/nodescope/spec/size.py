@@ -19,6 +19,10 @@ def values_per_member(spec: Spec) -> dict[str, int]:
         sizes["curves"] = 2 * len(probes.curves.splits) * t
     if probes.activation_fraction:
         sizes["activation_fraction"] = t * layers * nodes * classes
+    if probes.sample_sets:
+        per_class = 1 + probes.sample_sets.node_cost
+        per_node = 4 + 2 * probes.sample_sets.churn
+        sizes["sample_sets"] = t * layers * nodes * (per_class * classes + per_node)
     return sizes
 
 

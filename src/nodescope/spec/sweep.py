@@ -88,9 +88,9 @@ def sweep_axes(spec: Spec) -> list[SweepAxis]:
     if not any("training.seed" in a.paths for a in axes):
         axes.append(SweepAxis(dim="seed", paths=["training.seed"], values=[[spec.training.seed]]))
     dims = [a.dim for a in axes]
-    dupes = {d for d in dims if dims.count(d) > 1}
-    if dupes:
-        raise UserError(f"sweep: two axes end in the same name {sorted(dupes)}; zip or drop one")
+    for axis in axes:
+        if dims.count(axis.dim) > 1 and axis.paths[0] != "training.seed":
+            axis.dim = axis.paths[0].replace(".", "_")  # e.g. data.seed -> data_seed
     return axes
 
 
@@ -105,7 +105,7 @@ def expand(spec: Spec) -> list[Member]:
         for axis, i in zip(axes, choice, strict=True):
             for path, values in zip(axis.paths, axis.values, strict=True):
                 apply_override(data, path, values[i])
-                coords[path.split(".")[-1]] = values[i]
+                coords[axis.dim if path == axis.paths[0] else path.split(".")[-1]] = values[i]
         label = ", ".join(f"{k}={v}" for k, v in coords.items())
         members.append(Member(index, validate_dict(data, f"sweep member ({label})"), coords))
     return members
