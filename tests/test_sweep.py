@@ -111,3 +111,10 @@ def test_full_batch(tiny):
     tiny["training"]["batch_size"] = "full"
     spec = spec_of(tiny)
     assert spec.batch_size() == 200 and spec.steps_per_epoch() == 1
+
+
+def test_axis_names_never_clash_with_result_names(tiny):
+    tiny["sweep"] = {"training.loss": ["mse", "ce"], "data.seed": [0, 1], "seed": [3]}
+    members = expand(spec_of(tiny))
+    assert list(members[0].coords) == ["training_loss", "data_seed", "seed"]
+    assert members[-1].coords == {"training_loss": "ce", "data_seed": 1, "seed": 3}

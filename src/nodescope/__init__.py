@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import accessor  # noqa: F401  registers ds.ns
+
 __version__ = "0.1.0"
 
 

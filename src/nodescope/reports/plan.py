@@ -53,5 +53,6 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
     sweep = tree.add(f"sweep: {n_members} members in {len(groups)} stacked groups")
     for g in groups:
         sweep.add(f"group {g.index}: {len(g.members)} members ({_coords_text(g.members)})")
-    tree.add(f"estimated result size: {_human_bytes(estimated_bytes(spec, n_members))}")
+    size = sum(estimated_bytes(g.spec, len(g.members)) for g in groups)
+    tree.add(f"estimated result size: {_human_bytes(size)}")
     return tree

@@ -30,6 +30,26 @@ PER_MEMBER_FIELDS = {
     "model.init_gain",
 }
 AXIS_ALIASES = {"seed": "training.seed"}
+# Names results already use; a sweep axis ending in one is named by its whole path
+# (training.loss -> training_loss) so that it cannot clash with them.
+RESERVED_NAMES = {
+    "member",
+    "epoch",
+    "step",
+    "layer",
+    "layer_width",
+    "node",
+    "label",
+    "label_name",
+    "split",
+    "loss",
+    "accuracy",
+    "final_loss",
+    "final_accuracy",
+    "stop_epoch",
+    "wall_time",
+    "sample",
+}
 
 
 @dataclass
@@ -89,8 +109,9 @@ def sweep_axes(spec: Spec) -> list[SweepAxis]:
         axes.append(SweepAxis(dim="seed", paths=["training.seed"], values=[[spec.training.seed]]))
     dims = [a.dim for a in axes]
     for axis in axes:
-        if dims.count(axis.dim) > 1 and axis.paths[0] != "training.seed":
-            axis.dim = axis.paths[0].replace(".", "_")  # e.g. data.seed -> data_seed
+        taken = dims.count(axis.dim) > 1 or axis.dim in RESERVED_NAMES
+        if taken and axis.paths[0] != "training.seed":
+            axis.dim = axis.paths[0].replace(".", "_")  # data.seed -> data_seed
     return axes
 
 

@@ -1,0 +1,58 @@
+"""The `ds.ns` accessor: the papers' aggregate definitions on stored results.
+
+ds.ns.layer_mean("activation_fraction")   # f_l of the sample-set paper
+ds.ns.layer_mean("predictability")        # p_l
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+ALL_NODE_MEANS = ("activation_fraction",)
+DEFINED_NODE_MEANS = ("predictability", "informativeness")
+
+
+@xr.register_dataset_accessor("ns")
+class NodescopeAccessor:
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def layer_mean(self, name: str) -> xr.DataArray:
+        """Layer aggregate of a node measurement, exactly as the sample-set paper defines it.
+
+        activation_fraction: f_l = (1/N_a) Σ_{i: |Ŝ_{l,i}| ≠ 0} (1/|C|) Σ_c |Ŝ⁽ᶜ⁾_{l,i}|/|S_c|
+            (eq. 16; N_a = number of nodes that are not dead).
+        predictability, informativeness: mean over the N_b nodes that are neither dead
+            nor always active (eqs. 17-18); such nodes are NaN in the node values already.
+        Nodes beyond a layer's width are NaN and never count. NaN where no node qualifies.
+        """
+        ds = self._ds
+        if name not in ds:
+            raise KeyError(f"{name!r} is not in this dataset; record it with its probe")
+        values = ds[name]
+        if name in ALL_NODE_MEANS:
+            values = values.mean("label")
+            if "dead" in ds:
+                values = values.where(ds["dead"] != 1)
+            else:  # activation_fraction probe alone: dead = no class switches the node on
+                values = values.where(values > 0)
+        elif name in DEFINED_NODE_MEANS:
+            values = values.where((ds["dead"] != 1) & (ds["always_active"] != 1))
+        else:
+            raise ValueError(
+                f"no paper aggregate for {name!r}; use one of "
+                f"{', '.join(ALL_NODE_MEANS + DEFINED_NODE_MEANS)}"
+            )
+        with np.errstate(invalid="ignore"):
+            out = values.mean("node")
+        out.attrs = {
+            "long_name": f"layer mean of {name}",
+            "units": "1",
+            "description": self.layer_mean.__doc__.split("\n\n")[1].strip(),
+        }
+        return out
+
+    def node_counts(self, name: str) -> xr.DataArray:
+        """Number of nodes per layer flagged by `dead` or `always_active`."""
+        return (self._ds[name] == 1).sum("node")
