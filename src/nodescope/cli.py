@@ -66,7 +66,6 @@ def _progress_display():
 
 def cmd_run(args) -> int:
     from . import open as open_run
-    from .reports.summary import summary_table
     from .runner.executors import run_dask, run_local
     from .runner.run import prepare_run
     from .spec import load_spec
@@ -112,7 +111,7 @@ def cmd_run(args) -> int:
             "again to resume"
         )
         return 130
-    console.print(summary_table(open_run(rp.run_dir)))
+    _print_report(open_run(rp.run_dir))
     console.print(
         f"results in {rp.run_dir} ({time.perf_counter() - started:.1f} s); "
         f"open with nodescope.open({str(rp.run_dir)!r})"
@@ -120,12 +119,21 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from . import open as open_run
+def _print_report(ds) -> None:
+    """The summary table, then the sample-set panel when the run recorded one."""
+    from .reports.sample_sets import sample_set_panel
     from .reports.summary import summary_table
 
-    ds = open_run(args.run_dir)
     console.print(summary_table(ds))
+    panel = sample_set_panel(ds)
+    if panel is not None:
+        console.print(panel)
+
+
+def cmd_report(args) -> int:
+    from . import open as open_run
+
+    _print_report(open_run(args.run_dir))
     return 0
 
 

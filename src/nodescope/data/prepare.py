@@ -60,16 +60,22 @@ class GroupData:
     centroids: np.ndarray | None  # (n_patterns, F) noiseless synthetic centroids
 
 
-def _synthetic_split(data: Data, split: str, sigma: float) -> HostSplit:
-    masks = synthetic.pattern_masks(
-        data.n_dim,
-        data.n_patterns,
-        data.pattern_length,
-        data.overlap,
-        numpy_rng(data.seed, "masks"),
+def synthetic_masks(data: Data) -> np.ndarray:
+    """The pattern masks of a synthetic data set; they depend on data.seed only."""
+    rng = numpy_rng(data.seed, "masks")
+    return synthetic.pattern_masks(
+        data.n_dim, data.n_patterns, data.pattern_length, data.overlap, rng
     )
+
+
+def _synthetic_split(data: Data, split: str, sigma: float) -> HostSplit:
     size = dict(zip(SPLITS, data.sizes(), strict=True))[split]
-    rng = numpy_rng(data.seed, split)
+    return synthetic_sample(data, size, sigma, numpy_rng(data.seed, split))
+
+
+def synthetic_sample(data: Data, size: int, sigma: float, rng: np.random.Generator) -> HostSplit:
+    """`size` balanced samples of the spec's patterns (same masks) at noise level sigma."""
+    masks = synthetic_masks(data)
     patterns = synthetic.balanced_patterns(size, data.n_patterns, rng)
     x = synthetic.draw_samples(masks, patterns, data.n_dim, data.delta, sigma, rng)
     labels = synthetic.pattern_class(patterns, data.n_patterns, data.n_classes)
@@ -182,14 +188,7 @@ def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
     any_noise = any(s.noise.label_fraction > 0 for s in specs)
     cents = None
     if first.name == "synthetic_patterns":
-        masks = synthetic.pattern_masks(
-            first.n_dim,
-            first.n_patterns,
-            first.pattern_length,
-            first.overlap,
-            numpy_rng(first.seed, "masks"),
-        )
-        cents = synthetic.centroids(masks, first.n_dim, first.delta)
+        cents = synthetic.centroids(synthetic_masks(first), first.n_dim, first.delta)
     return GroupData(
         splits=splits,
         n_classes=first.num_classes,

@@ -3,9 +3,24 @@
 from .base import EvalBatch, Probe, ProbeContext
 from .curves import CurvesProbe
 from .sample_set_probes import ActivationFractionProbe, SampleSetsProbe
+from .wtm_probes import (
+    DifficultyProbe,
+    GradSignProbe,
+    NoiseRobustnessProbe,
+    PatternPreactivationProbe,
+)
 
 PROBES: dict[str, type[Probe]] = {
-    p.name: p for p in (CurvesProbe, ActivationFractionProbe, SampleSetsProbe)
+    p.name: p
+    for p in (
+        CurvesProbe,
+        ActivationFractionProbe,
+        SampleSetsProbe,
+        PatternPreactivationProbe,
+        GradSignProbe,
+        DifficultyProbe,
+        NoiseRobustnessProbe,
+    )
 }
 
 __all__ = ["PROBES", "EvalBatch", "Probe", "ProbeContext"]

@@ -6,7 +6,7 @@ returns named DataArrays at the end; it never keeps every activation of every ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +26,7 @@ class ProbeContext:
     activation: str
     loss: str
     data: GroupData
+    specs: list = field(default_factory=list)  # the members' Spec objects
 
     @property
     def max_width(self) -> int:
@@ -47,6 +48,16 @@ class EvalBatch:
     dl_da: list[torch.Tensor] | None = None  # per hidden layer (E, B, H_l): dL_s/da
 
 
+@dataclass
+class TrainStep:
+    """One optimiser step as the training loop saw it (before the update)."""
+
+    index: torch.Tensor  # (E, B) training-sample indices of each member's batch
+    fwd: Forward  # with per-layer preacts and acts
+    grad_acts: list[torch.Tensor]  # per hidden layer (E, B, H_l): d(batch loss)/da
+    active: torch.Tensor | None  # (E,) members that update this step (None: all)
+
+
 class Probe:
     """Base class: subclasses set `name` and their needs, and implement the hooks.
 
@@ -56,6 +67,7 @@ class Probe:
     name: ClassVar[str]
     needs_preacts: ClassVar[bool] = False
     needs_dl_da: ClassVar[bool] = False  # gradients of each sample's own loss
+    needs_train_steps: ClassVar[bool] = False  # on_train_step after every backward pass
 
     def __init__(self, options: Any, ctx: ProbeContext):
         self.options = options
@@ -70,6 +82,12 @@ class Probe:
 
     def finish_checkpoint(self, ck: int) -> None:
         """Called once all chunks of checkpoint `ck` were seen."""
+
+    def on_train_step(self, step: TrainStep) -> None:
+        """Called after each backward pass when `needs_train_steps` is set."""
+
+    def on_end(self, model) -> None:
+        """Called once with the trained StackedMLP (eval mode, stop rules applied)."""
 
     def results(self) -> dict[str, xr.DataArray]:
         """Named arrays with a leading `member` dimension."""

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 
 import numpy as np
 import xarray as xr
+from rich import box
 from rich.table import Table
 
 from .. import accessor  # noqa: F401  registers ds.ns
 
 BLOCKS = "▁▂▃▄▅▆▇█"
-MAX_POINTS = 16  # sparkline characters at most; longer series are thinned evenly
+MAX_POINTS = 12  # sparkline characters at most; longer series are thinned evenly
 AGGREGATES = {
     "f_l": "activation_fraction",
     "p_l": "predictability",
@@ -29,7 +30,7 @@ AGGREGATES = {
 def sparkline(values: Iterable[float]) -> str:
     """One block character per value, min-max scaled onto ▁..█.
 
-    NaN becomes a space; a constant series (or a single finite value) is all middle
+    NaN (and ±inf) becomes a space; a constant series (or a single finite value) is all middle
     blocks (▄).
     """
     arr = np.asarray(list(values), dtype=float)
@@ -40,9 +41,9 @@ def sparkline(values: Iterable[float]) -> str:
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):
         levels = np.full(arr.shape, (len(BLOCKS) - 1) // 2)
     else:
-        scaled = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo)
+        scaled = (np.where(np.isfinite(arr), arr, lo) - lo) / (hi - lo)
         levels = np.rint(scaled * (len(BLOCKS) - 1)).astype(int)
-    return "".join(" " if np.isnan(v) else BLOCKS[i] for v, i in zip(arr, levels, strict=True))
+    return "".join(BLOCKS[i] if np.isfinite(v) else " " for v, i in zip(arr, levels, strict=True))
 
 
 def _thin(values: np.ndarray, n: int = MAX_POINTS) -> np.ndarray:
@@ -111,11 +112,13 @@ def sample_set_panel(ds: xr.Dataset) -> Table | None:
         title=f"{ds.attrs.get('experiment', 'run')}: sample sets per layer",
         title_justify="left",
         caption=(
-            f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; sparklines over "
-            f"{len(epochs)} checkpoints, epoch {epochs[0]:g} → {epochs[-1]:g}; node counts "
-            f"at the last checkpoint"
+            f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; {len(epochs)} checkpoints, "
+            f"epoch {epochs[0]:g} → {epochs[-1]:g}; node counts at the last one"
         ),
         caption_justify="left",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
     )
     for d in [*others, "layer"]:
         table.add_column(d, justify="right", style="cyan", no_wrap=True)

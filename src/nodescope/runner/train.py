@@ -13,6 +13,7 @@ import xarray as xr
 from ..data.prepare import GroupData, build_group_data
 from ..data.seeds import stream_seed
 from ..metrics import PROBES, EvalBatch, Probe, ProbeContext
+from ..metrics.base import TrainStep
 from ..metrics.base import variable
 from ..models.loss import n_outputs, per_sample_loss, predictions
 from ..models.mlp import StackedMLP
@@ -187,9 +188,12 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         spec.model.activation,
         spec.training.loss,
         data,
+        specs,
     )
     probes = [PROBES[name](opts, ctx) for name, opts in spec.probes.enabled()]
     rules = StopRules(group, model, data)
+    step_probes = [p for p in probes if p.needs_train_steps]
+    watch_steps = bool(step_probes)
     loss_kind, chunk = spec.training.loss, spec.training.eval_chunk
     sched = spec.optimiser.schedule
 
@@ -207,10 +211,17 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
-            out = model(train.inputs(index)).out
-            loss = per_sample_loss(out, train.targets.gather(1, index), loss_kind).mean(1)
+            fwd = model(train.inputs(index), keep=watch_steps)
+            loss = per_sample_loss(fwd.out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
+            if watch_steps:
+                for a in fwd.acts:
+                    a.retain_grad()
             loss.sum().backward()
+            if watch_steps:
+                seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], rules.mask)
+                for probe in step_probes:
+                    probe.on_train_step(seen)
             opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), rules.mask)
             step += 1
             if step in ck_of:
@@ -226,6 +237,10 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
                     record_checkpoint(model, data, probes, ck_of[later], loss_kind, chunk)
             break
     rules.finish()
+    model.eval()
+    with torch.no_grad():
+        for probe in probes:
+            probe.on_end(model)
     if progress:
         progress(total, total, float("nan"))
 

@@ -232,6 +232,23 @@ class SampleSetsProbe(ActivationFractionProbe):
     node_cost: bool = True
 
 
+class PatternPreactivationProbe(Strict):
+    split: Literal["train", "val", "test"] = "test"
+
+
+class GradSignProbe(Strict):
+    top_k: PositiveInt = 10  # neurons of the last hidden layer, ranked by |output weight|
+
+
+class DifficultyProbe(Strict):
+    pass
+
+
+class NoiseRobustnessProbe(Strict):
+    sigma_test: list[Annotated[float, Field(ge=0)]] = [0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5]
+    n_samples: PositiveInt | None = None  # synthetic: samples per test set (default test_size)
+
+
 class Probes(Strict):
     """Probes to record. A table (even empty) switches a probe on with those options;
     `curves` is on unless set to false."""
@@ -239,6 +256,10 @@ class Probes(Strict):
     curves: CurvesProbe | Literal[False] = CurvesProbe()
     activation_fraction: ActivationFractionProbe | None = None
     sample_sets: SampleSetsProbe | None = None
+    pattern_preactivation: PatternPreactivationProbe | None = None
+    grad_sign: GradSignProbe | None = None
+    difficulty: DifficultyProbe | None = None
+    noise_robustness: NoiseRobustnessProbe | None = None
 
     def enabled(self) -> list[tuple[str, BaseModel]]:
         return [(name, opts) for name, opts in self if opts]

@@ -23,6 +23,16 @@ def values_per_member(spec: Spec) -> dict[str, int]:
         per_class = 1 + probes.sample_sets.node_cost
         per_node = 4 + 2 * probes.sample_sets.churn
         sizes["sample_sets"] = t * layers * nodes * (per_class * classes + per_node)
+    train, _, test = spec.data.sizes()
+    n_patterns = spec.data.n_patterns if spec.data.name == "synthetic_patterns" else 10
+    if probes.pattern_preactivation:
+        sizes["pattern_preactivation"] = t * layers * nodes * n_patterns
+    if probes.grad_sign:
+        sizes["grad_sign"] = 2 * min(probes.grad_sign.top_k, widths[-1]) * (train + 1)
+    if probes.difficulty:
+        sizes["difficulty"] = train + 2 * t
+    if probes.noise_robustness:
+        sizes["noise_robustness"] = len(probes.noise_robustness.sigma_test)
     return sizes
 
 

@@ -1,0 +1,92 @@
+"""Measurements of the winner-take-most paper (pure tensor functions).
+
+"Towards understanding the winner-take-most behavior of neural network representations":
+per-pattern mean pre-activations, the mean sign of dL/da over training, sample
+difficulty and the loss share of difficult samples.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pattern_sums(z: torch.Tensor, patterns: torch.Tensor, n_patterns: int) -> torch.Tensor:
+    """Σ_{s: p(s)=k} z^s_i for every member, node and pattern k: (E, B, H) -> (E, H, P) float64.
+
+    Divided by the pattern counts this is the mean pre-activation μ_{i,k} of pattern k at
+    node i (the curves of the paper's Figs. 2-4).
+    """
+    onehot = torch.nn.functional.one_hot(patterns, n_patterns).to(torch.float64)
+    return torch.einsum("ebh,bp->ehp", z.to(torch.float64), onehot)
+
+
+def accumulate_signs(
+    sums: torch.Tensor, counts: torch.Tensor, index: torch.Tensor, grad: torch.Tensor,
+    active: torch.Tensor | None = None,
+) -> None:  # fmt: skip
+    """Add sign(∂L/∂a) of one training step to per-sample running sums, in place.
+
+    sums (E, N, H) and counts (E, N) accumulate over steps; index (E, B) are the batch's
+    sample indices, grad (E, B, H) = ∂L/∂a for those samples (any positive scaling of
+    L, e.g. the batch mean, leaves the sign unchanged). Members with active = False
+    are skipped. The paper's mean derivative sign is sums / counts.
+    """
+    E, N, H = sums.shape
+    sign = torch.sign(grad).to(sums.dtype)
+    ones = torch.ones(index.shape, dtype=counts.dtype, device=counts.device)
+    if active is not None:
+        keep = active.view(-1, 1)
+        sign = sign * keep.unsqueeze(-1)
+        ones = ones * keep
+    flat = (index + torch.arange(E, device=index.device).view(-1, 1) * N).reshape(-1)
+    sums.view(E * N, H).index_add_(0, flat, sign.reshape(-1, H))
+    counts.view(-1).index_add_(0, flat, ones.reshape(-1))
+
+
+def difficulty(
+    x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, centroid_class: torch.Tensor
+) -> torch.Tensor:
+    """Difficulty coefficient of every sample (paper eq. 2):
+
+        d(x) = ⟨x, Σ_{k ∉ C(x)} c_k⟩ − ⟨x, Σ_{k ∈ C(x)} c_k⟩
+
+    with c_k the noiseless pattern centroids and C(x) the patterns of x's class.
+    x (..., N, F), labels (N,), centroids (P, F), centroid_class (P,) -> (..., N).
+    Difficult samples have d > 0.
+    """
+    n_classes = int(centroid_class.max()) + 1
+    onehot = torch.nn.functional.one_hot(centroid_class, n_classes).to(centroids.dtype)
+    class_sums = onehot.T @ centroids  # (C, F): Σ_{k in class c} c_k
+    own = class_sums[labels]  # (N, F)
+    others = class_sums.sum(0) - own
+    return ((x * (others - own).to(x.dtype)).sum(-1)).to(torch.float64)
+
+
+def loss_shares(per_sample: torch.Tensor, difficult: torch.Tensor) -> torch.Tensor:
+    """Share of the total loss carried by difficult (d > 0) and regular samples.
+
+    per_sample (E, N) losses, difficult (E, N) bool -> (E, 2): [Σ_{d>0} L_s, Σ_{d≤0} L_s] / Σ L_s.
+    """
+    per_sample = per_sample.to(torch.float64)
+    hard = (per_sample * difficult).sum(-1)
+    total = per_sample.sum(-1)
+    return torch.stack([hard / total, (total - hard) / total], dim=-1)
+
+
+def wtm_index(means: torch.Tensor, pattern_class: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Winner-take-most index of a node for each class c:
+
+        W_c = (max_{k ∈ c} μ_k − min_{k ∈ c} μ_k) / (max_k μ_k − min_k μ_k)
+
+    μ (..., P) are the node's mean pre-activations per pattern. W_c is near 0 when the
+    node treats the patterns of class c alike (a class detector) and reaches 1 when
+    the patterns of class c alone span the node's whole range: some of them pushed up
+    ("winners"), others down to the level of the other class ("losers").
+    Returns (..., C); NaN where all patterns share one value.
+    """
+    out = []
+    spread = means.amax(-1) - means.amin(-1)
+    for c in range(n_classes):
+        part = means[..., pattern_class == c]
+        out.append((part.amax(-1) - part.amin(-1)) / spread)
+    return torch.stack(out, dim=-1)
