@@ -13,8 +13,7 @@ import xarray as xr
 from ..data.prepare import GroupData, build_group_data
 from ..data.seeds import stream_seed
 from ..metrics import PROBES, EvalBatch, Probe, ProbeContext
-from ..metrics.base import TrainStep
-from ..metrics.base import variable
+from ..metrics.base import TrainStep, variable
 from ..models.loss import n_outputs, per_sample_loss, predictions
 from ..models.mlp import StackedMLP
 from ..optim.stacked import StackedOptimiser

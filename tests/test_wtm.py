@@ -1,0 +1,144 @@
+"""Winner-take-most measurements against hand-built examples and autograd."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nodescope.data.prepare import build_group_data, synthetic_masks
+from nodescope.metrics import winner_take_most as wtm
+from nodescope.metrics.wtm_probes import NoiseRobustnessProbe
+from nodescope.runner.train import train_group
+from nodescope.spec import plan
+from nodescope.spec.load import validate_dict
+
+
+def test_difficulty_on_hand_built_centroids():
+    # 4 patterns in 4 dims, c_k = 2 e_k; patterns 0, 1 are class 0 and 2, 3 class 1
+    cents = 2.0 * torch.eye(4)
+    classes = torch.tensor([0, 0, 1, 1])
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.9, 0.0], [0.0, 0.0, 0.3, 0.5]])
+    labels = torch.tensor([0, 0, 1])
+    d = wtm.difficulty(x, labels, cents, classes)
+    # sample 0: other class (2+... ) <x, 2e2 + 2e3> = 0, own <x, 2e0 + 2e1> = 2 -> -2
+    # sample 1: <x, 2e2 + 2e3> = 1.8, own 2*(0.1 + 0.2) = 0.6 -> 1.2 (difficult)
+    # sample 2: other 0, own 2*(0.3 + 0.5) = 1.6 -> -1.6
+    np.testing.assert_allclose(d.numpy(), [-2.0, 1.2, -1.6], rtol=1e-6)
+
+
+def test_loss_shares_by_hand():
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    difficult = torch.tensor([[True, False, False, True]])
+    np.testing.assert_allclose(wtm.loss_shares(losses, difficult).numpy(), [[0.5, 0.5]])
+
+
+def test_pattern_sums_by_hand():
+    z = torch.tensor([[[1.0, 10.0], [2.0, 20.0], [4.0, 40.0]]])  # (E=1, B=3, H=2)
+    sums = wtm.pattern_sums(z, torch.tensor([1, 0, 1]), 3)
+    assert sums.tolist() == [[[2.0, 5.0, 0.0], [20.0, 50.0, 0.0]]]
+
+
+def test_wtm_index_by_hand():
+    means = torch.tensor([[0.0, 4.0, 1.0, 2.0]])  # patterns 0, 1 class 0; 2, 3 class 1
+    index = wtm.wtm_index(means, torch.tensor([0, 0, 1, 1]), 2)
+    np.testing.assert_allclose(index.numpy(), [[1.0, 0.25]])
+
+
+def test_accumulate_signs_counts_each_member_and_skips_inactive():
+    sums, counts = torch.zeros(2, 4, 1), torch.zeros(2, 4)
+    index = torch.tensor([[0, 2], [1, 2]])
+    grad = torch.tensor([[[0.5], [-3.0]], [[-1.0], [0.0]]])
+    wtm.accumulate_signs(sums, counts, index, grad)
+    wtm.accumulate_signs(sums, counts, index, grad, active=torch.tensor([True, False]))
+    assert sums[..., 0].tolist() == [[2.0, 0.0, -2.0, 0.0], [0.0, -1.0, 0.0, 0.0]]
+    assert counts.tolist() == [[2.0, 0.0, 2.0, 0.0], [0.0, 1.0, 1.0, 0.0]]
+
+
+def wtm_spec(tiny, **training):
+    tiny["data"].update(n_patterns=4, train_size=96, val_size=0, test_size=40)
+    tiny["model"] = {"depth": 1, "width": 5, "bias": "none"}
+    tiny["optimiser"] = {"name": "sgd", "lr": 0.5}
+    tiny["training"] = {"loss": "bce", "batch_size": 32, "epochs": 3, **training}
+    tiny["probes"] = {"grad_sign": {"top_k": 5}}
+    return validate_dict(tiny, "t")
+
+
+def test_grad_sign_mean_matches_autograd_replay(tiny):
+    """Replay the same SGD steps by hand, with one backward per sample, and compare."""
+    spec = wtm_spec(tiny)
+    group = plan(spec)[0]
+    v = train_group(group, torch.device("cpu")).variables
+    data = build_group_data([spec], torch.device("cpu")).splits["train"]
+    from nodescope.data.seeds import stream_seed
+    from nodescope.models.mlp import StackedMLP
+
+    model = StackedMLP([spec], 40, 1)
+    order = torch.Generator().manual_seed(stream_seed(0, "order"))
+    sums, counts = np.zeros((96, 5)), np.zeros(96)
+    for _ in range(3):
+        perm = torch.randperm(96, generator=order)
+        for start in range(0, 96, 32):
+            index = perm[start : start + 32]
+            for s in index.tolist():  # each sample's own dL_s/da, before the update
+                fwd = model(data.x[0, s : s + 1], keep=True, grad_acts=True)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    fwd.out[0, :, 0], data.targets[0, s : s + 1].float()
+                )
+                (g,) = torch.autograd.grad(loss, fwd.acts[0])
+                sums[s] += torch.sign(g[0, 0]).numpy()
+                counts[s] += 1
+            out = model(data.x[0, index]).out
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                out[0, :, 0], data.targets[0, index].float()
+            )
+            model.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.5 * p.grad
+    top = v["top_node"].values[0]
+    expected = (sums / counts[:, None])[:, top].T
+    np.testing.assert_array_equal(v["grad_sign_mean"].values[0], expected)
+    assert set(np.unique(counts)) == {3}  # every sample was in one batch per epoch
+    w_out = model.weights[-1].detach().abs().sum(-1)[0]
+    assert top.tolist() == torch.argsort(w_out, descending=True, stable=True).tolist()
+    with torch.no_grad():
+        z = model(data.x[0], keep=True).preacts[0][0][:, top].T
+    np.testing.assert_allclose(v["preactivation_final"].values[0], z.numpy(), rtol=1e-5)
+
+
+def test_noise_robustness_redraws_noise_but_keeps_masks(tiny):
+    tiny["probes"] = {"noise_robustness": {"sigma_test": [0.0, 0.5], "n_samples": 50}}
+    spec = validate_dict(tiny, "t")
+    data = build_group_data([spec], torch.device("cpu"))
+    from nodescope.metrics.base import ProbeContext
+
+    ctx = ProbeContext(1, 1, [16], 2, "relu", "ce", data, [spec])
+    probe = NoiseRobustnessProbe(spec.probes.noise_robustness, ctx)
+    clean, noisy = probe.test_set(0, 0.0), probe.test_set(1, 0.5)
+    masks = synthetic_masks(spec.data)
+    # sigma 0: each sample is its pattern's normalised centroid exactly
+    support = [set(np.flatnonzero(row)) for row in clean.x]
+    assert support == [set(masks[p]) for p in clean.patterns]
+    np.testing.assert_allclose(clean.x.max(1), 1 / math.sqrt(3), rtol=1e-6)
+    # sigma 0.5: new noise everywhere, the pattern's entries still stand out
+    assert (noisy.x != 0).all()
+    top = np.argsort(-noisy.x, axis=1)[:, :3]
+    hits = np.mean(
+        [len(set(t) & set(masks[p])) / 3 for t, p in zip(top, noisy.patterns, strict=True)]
+    )
+    assert hits > 0.4  # chance: 3 of 40 entries, 0.075
+    # neither is the stored test split
+    assert not np.allclose(noisy.x[:40], data.splits["test"].x[0, :40].numpy())
+
+
+def test_noise_robustness_accuracy_is_a_fraction_of_the_fresh_set(tiny):
+    tiny["probes"] = {"noise_robustness": {"sigma_test": [0.2], "n_samples": 60}}
+    spec = validate_dict(tiny, "t")
+    v = train_group(plan(spec)[0], torch.device("cpu")).variables
+    acc = float(v["accuracy_noise"].values[0, 0])
+    assert 0.5 < acc <= 1.0
+    assert acc * 60 == pytest.approx(round(acc * 60))
