@@ -108,8 +108,9 @@ def activation_fraction_nodes_figure(ds: xr.Dataset):
         nodes = fraction.sel(layer=layer)
         nodes = nodes.isel(node=nodes.notnull().any("epoch").values)
         colors = plt.cm.viridis(np.linspace(0, 0.9, nodes.sizes["node"]))
+        dot = "." if nodes.sizes["epoch"] == 1 else None  # a lone checkpoint has no line
         for node, color in zip(nodes.node.values, colors, strict=True):
-            ax.plot(nodes.epoch, nodes.sel(node=node), lw=0.7, alpha=0.8, color=color)
+            ax.plot(nodes.epoch, nodes.sel(node=node), lw=0.7, alpha=0.8, color=color, marker=dot)
         _log_epoch_axis(ax, fraction.epoch.values)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"layer {layer} ({nodes.sizes['node']} nodes)")
@@ -159,7 +160,8 @@ def sample_set_layer_means_figure(ds: xr.Dataset):
                 mean, se = mean_and_stderr(part.sel(layer=layer))
                 if mean.isnull().all():
                     continue  # a layer this combination does not have
-                ax.plot(mean.epoch, mean, color=color, label=f"layer {layer}")
+                dot = "o" if mean.sizes["epoch"] == 1 else None  # a lone point has no line
+                ax.plot(mean.epoch, mean, color=color, marker=dot, label=f"layer {layer}")
                 ax.fill_between(mean.epoch, mean - se, mean + se, color=color, alpha=0.25)
             if col == 2:
                 ax.axhline(

@@ -202,7 +202,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     total = spec.training.epochs * spe
     orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
 
-    step = 0
+    step, last_loss = 0, float("nan")
     if 0 in ck_of:
         record_checkpoint(model, data, probes, ck_of[0], loss_kind, chunk)
     model.train()
@@ -226,7 +226,8 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             if step in ck_of:
                 record_checkpoint(model, data, probes, ck_of[step], loss_kind, chunk)
             if progress and (step % 10 == 0 or step == total):
-                progress(step, total, float(loss.detach().mean()))
+                last_loss = float(loss.detach().mean())
+                progress(step, total, last_loss)
         rules.end_of_epoch(epoch + 1)
         if rules.all_stopped:
             # Every member is frozen: later checkpoints record the frozen networks, as
@@ -241,7 +242,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         for probe in probes:
             probe.on_end(model)
     if progress:
-        progress(total, total, float("nan"))
+        progress(total, total, last_loss)
 
     variables = {}
     for probe in probes:

@@ -45,6 +45,7 @@ class Strict(BaseModel):
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    tag: str = ""  # a member label; zip it with other sweep axes to name variants
 
 
 class Data(Strict):

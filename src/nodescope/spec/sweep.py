@@ -16,6 +16,7 @@ from .model import Spec
 # Fields that may differ between members of one stacked group: they change values,
 # never tensor shapes, labels or the training schedule.
 PER_MEMBER_FIELDS = {
+    "experiment.tag",
     "training.seed",
     "optimiser.lr",
     "optimiser.betas",
