@@ -53,6 +53,45 @@ class NodescopeAccessor:
         }
         return out
 
+    def wtm_index(self) -> xr.DataArray:
+        """Winner-take-most index of every node for every class, over epochs:
+
+            W_c = (max_{k ∈ c} μ_k − min_{k ∈ c} μ_k) / (max_k μ_k − min_k μ_k)
+
+        from pattern_preactivation μ_k (mean pre-activation of pattern k). Near 0: the
+        node treats the patterns of class c alike; near 1: class c's patterns alone span
+        the node's whole range (winners pushed up, losers down to the other class).
+        """
+        mu = self._ds["pattern_preactivation"]
+        classes = np.unique(mu.pattern_class.values)
+        spread = mu.max("pattern") - mu.min("pattern")
+        per_class = [
+            (mu.where(mu.pattern_class == c).max("pattern")
+             - mu.where(mu.pattern_class == c).min("pattern")) / spread
+            for c in classes
+        ]  # fmt: skip
+        out = xr.concat(per_class, dim="label").assign_coords(label=classes)
+        out.attrs = {
+            "long_name": "winner-take-most index",
+            "units": "1",
+            "description": self.wtm_index.__doc__.split("\n\n")[1].strip(),
+        }
+        return out.transpose(*[d for d in mu.dims if d != "pattern"], "label")
+
+    def top_neuron_wtm(self) -> xr.DataArray:
+        """The paper's reading of a top neuron: W_c of the class whose training samples have
+        the most negative mean dL/da sign (the class the neuron pushes up), per rank."""
+        ds = self._ds
+        sign_by_class = ds["grad_sign_mean"].groupby(ds["train_label"]).mean("train_sample")
+        pushed_up = sign_by_class.idxmin("train_label")
+        index = self.wtm_index().isel(layer=-1).sel(node=ds["top_node"])
+        out = index.sel(label=pushed_up).drop_vars(["label", "node", "train_label"],
+                                                   errors="ignore")  # fmt: skip
+        out.attrs = {"long_name": "winner-take-most index of the pushed-up class", "units": "1",
+                     "description": "wtm_index of the class with the most negative mean "
+                     "dL/da sign, for the top neurons ranked by |output weight|"}  # fmt: skip
+        return out
+
     def node_counts(self, name: str) -> xr.DataArray:
         """Number of nodes per layer flagged by `dead` or `always_active`."""
         return (self._ds[name] == 1).sum("node")

@@ -151,8 +151,7 @@ def cmd_plot(args) -> int:
 def cmd_fetch(args) -> int:
     from .data.fetch import fetch
 
-    folder = fetch(args.name, Path(args.source) if args.source else None, log=console.print)
-    console.print(f"{args.name} ready in {folder}")
+    fetch(args.name, Path(args.source) if args.source else None, log=console.print)
     return 0
 
 
