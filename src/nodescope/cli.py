@@ -42,30 +42,9 @@ def cmd_validate(args) -> int:
     return 1 if failed else 0
 
 
-def _progress_display():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps  epoch {task.fields[epoch]}  loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
 def cmd_run(args) -> int:
     from . import open as open_run
+    from .reports.progress import RunProgress
     from .runner.executors import run_dask, run_local
     from .runner.run import prepare_run
     from .spec import load_spec
@@ -85,26 +64,9 @@ def cmd_run(args) -> int:
         if args.executor == "dask":
             run_dask(rp, device, args.scheduler)
         else:
-            spe = spec.steps_per_epoch()
-            with _progress_display() as progress:
-
-                def progress_for(index: int, members: int):
-                    task = progress.add_task(
-                        f"group {index} ({members} members)", total=None, epoch="0", loss="–"
-                    )
-
-                    def update(step: int, total: int, loss: float) -> None:
-                        progress.update(
-                            task,
-                            completed=step,
-                            total=total,
-                            epoch=f"{step / spe:.2f}",
-                            loss=f"{loss:.4f}",
-                        )
-
-                    return update
-
-                run_local(rp, device, progress_for)
+            steps = {g.index: g.spec.steps_per_epoch() for g in rp.groups}
+            with RunProgress(console, steps) as progress:
+                run_local(rp, device, progress.for_group)
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: finished groups are stored in {rp.run_dir}; run the same command "
