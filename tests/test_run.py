@@ -154,3 +154,14 @@ def test_every_spec_in_the_repo_validates(capsys):
     specs = sorted(glob.glob(str(ROOT / "specs/**/*.toml"), recursive=True))
     assert specs
     assert main(["validate", *specs]) == 0, capsys.readouterr().err
+
+
+def test_corrupt_group_file_is_one_line_and_rerun_redoes_it(tiny, tmp_path, capsys):
+    path = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    (out / "group-000.nc").write_bytes(b"not netcdf")
+    assert main(["report", str(out)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert nodescope.open(out).sizes["seed"] == 1

@@ -111,6 +111,16 @@ def stored_hash(path: Path) -> str | None:
         return None
 
 
+def _load_group(path: Path) -> xr.Dataset:
+    try:
+        return xr.load_dataset(path, engine="netcdf4")
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{path}: cannot be read ({exc}); delete it and run the spec again to redo "
+            "that group"
+        ) from None
+
+
 def open_run(run_dir: str | Path) -> xr.Dataset:
     """All groups of a results folder as one Dataset with the sweep axes as dimensions."""
     run_dir = Path(run_dir)
@@ -120,7 +130,7 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
             f"{run_dir}: no results (group-*.nc) found; run `nodescope run SPEC` first "
             "or check the folder"
         )
-    parts = [xr.load_dataset(f, engine="netcdf4") for f in files]
+    parts = [_load_group(f) for f in files]
     wall = sum(float(p.attrs.get("wall_time_s", 0.0)) for p in parts)
     ds = (
         parts[0]
