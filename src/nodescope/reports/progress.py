@@ -59,13 +59,14 @@ class RunProgress:
                                      epoch=f"{step / spe:.2f}", loss=f"{loss:.4f}")  # fmt: skip
 
             return update
-        started, last = time.perf_counter(), [float("-inf")]
+        started, last = time.perf_counter(), {"time": float("-inf"), "step": -1}
 
         def log(step: int, total: int, loss: float) -> None:
             now = time.perf_counter()
-            if now - last[0] < self.log_every and step < total:
+            due = now - last["time"] >= self.log_every or step == total
+            if not due or step == last["step"]:
                 return
-            last[0] = now
+            last.update(time=now, step=step)
             elapsed = now - started
             eta = elapsed / step * (total - step) if step else float("nan")
             self.console.print(

@@ -67,6 +67,9 @@ def group_dataset(spec: Spec, group: Group, run, device_name: str) -> xr.Dataset
     if "label" in ds.dims:
         coords["label"] = np.arange(len(run.class_names))
         coords["label_name"] = ("label", run.class_names)
+    for dim in ds.dims:  # index dims like rank or train_sample so groups align on concat
+        if dim not in coords and dim not in ds.coords:
+            coords[dim] = np.arange(ds.sizes[dim])
     ds = ds.assign_coords(coords)
     ds["epoch"].attrs.update(
         long_name="epoch", units="epoch", description="checkpoint position: step / steps_per_epoch"
@@ -116,8 +119,7 @@ def _load_group(path: Path) -> xr.Dataset:
         return xr.load_dataset(path, engine="netcdf4")
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"{path}: cannot be read ({exc}); delete it and run the spec again to redo "
-            "that group"
+            f"{path}: cannot be read ({exc}); delete it and run the spec again to redo that group"
         ) from None
 
 
