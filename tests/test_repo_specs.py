@@ -71,5 +71,5 @@ def test_winner_take_most_specs_run(spec, tmp_path):
     ds = nodescope.open(tmp_path / "r")
     assert "grad_sign_mean" in ds and "loss_share" in ds
     if spec == "ablations":
-        assert list(ds.tag.values) == sorted(["baseline", "linear", "single neuron", "low noise"])
+        assert list(ds.tag.values) == ["baseline", "linear", "single neuron", "low noise"]
         assert ds.width.sel(tag="single neuron") == 1

@@ -83,10 +83,11 @@ class NodescopeAccessor:
         the most negative mean dL/da sign (the class the neuron pushes up), per rank."""
         ds = self._ds
         sign_by_class = ds["grad_sign_mean"].groupby(ds["train_label"]).mean("train_sample")
-        pushed_up = sign_by_class.idxmin("train_label")
-        index = self.wtm_index().isel(layer=-1).sel(node=ds["top_node"])
-        out = index.sel(label=pushed_up).drop_vars(["label", "node", "train_label"],
-                                                   errors="ignore")  # fmt: skip
+        top = ds["top_node"]  # NaN for ranks beyond a narrow layer's width
+        pushed_up = sign_by_class.fillna(0).idxmin("train_label")
+        index = self.wtm_index().isel(layer=-1).sel(node=top.fillna(0).astype(int))
+        out = index.sel(label=pushed_up).where(top.notnull())
+        out = out.drop_vars(["label", "node", "train_label"], errors="ignore")
         out.attrs = {"long_name": "winner-take-most index of the pushed-up class", "units": "1",
                      "description": "wtm_index of the class with the most negative mean "
                      "dL/da sign, for the top neurons ranked by |output weight|"}  # fmt: skip

@@ -82,14 +82,15 @@ def cmd_run(args) -> int:
 
 
 def _print_report(ds) -> None:
-    """The summary table, then the sample-set panel when the run recorded one."""
+    """The summary table, then the sample-set and winner-take-most panels the run has."""
     from .reports.sample_sets import sample_set_panel
     from .reports.summary import summary_table
+    from .reports.winner_take_most import accuracy_grid_panel, wtm_panel
 
     console.print(summary_table(ds))
-    panel = sample_set_panel(ds)
-    if panel is not None:
-        console.print(panel)
+    for panel in (sample_set_panel(ds), accuracy_grid_panel(ds), wtm_panel(ds)):
+        if panel is not None:
+            console.print(panel)
 
 
 def cmd_report(args) -> int:

@@ -153,11 +153,13 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
         name: dict(zip(ds[dim].values.tolist(), ds[name].values.tolist(), strict=True))
         for name, dim in riders.items()
     }
+    ds = ds.sortby("member")  # global member index: the spec's sweep order
+    spec_order = {d: list(dict.fromkeys(ds[d].values.tolist())) for d in dims}
     ds = ds.drop_vars(list(riders))
     if len(dims) == 1:
         ds = ds.swap_dims(member=dims[0]).drop_vars("member")
-    else:
-        ds = ds.set_index(member=dims).unstack("member")
+    else:  # unstack sorts the values; put them back in the order the spec lists them
+        ds = ds.set_index(member=dims).unstack("member").reindex(spec_order)
     for name, dim in riders.items():
         ds = ds.assign_coords({name: (dim, [rider_values[name][v] for v in ds[dim].values])})
     return ds.transpose(*dims, ...)
