@@ -1,4 +1,7 @@
-"""Matplotlib figures of a results Dataset, written as PNG and PDF."""
+"""Matplotlib figures of a results Dataset, written as PNG and PDF.
+
+FIGURES maps a file name to (figure function, whether the Dataset has its data).
+"""
 
 from __future__ import annotations
 
@@ -9,41 +12,24 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .. import accessor  # noqa: F401  registers ds.ns
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def mean_and_stderr(da: xr.DataArray, dim: str = "seed") -> tuple[xr.DataArray, xr.DataArray]:
-    """Mean over `dim` and its standard error s / sqrt(n) (0 when n = 1)."""
-    n = da.count(dim)
-    std = da.std(dim, ddof=1) if da.sizes.get(dim, 1) > 1 else xr.zeros_like(da.mean(dim))
-    return da.mean(dim), (std / np.sqrt(n)).fillna(0)
-
-
-def _other_combinations(da: xr.DataArray, dims: list[str]):
-    """(label, slice) for each combination of the sweep dims other than seed."""
-    others = [d for d in dims if d != "seed" and d in da.dims]
-    if not others:
-        yield "", da
-        return
-    stacked = da.stack(_combo=others)
-    for i in range(stacked.sizes["_combo"]):
-        part = stacked.isel(_combo=i)
-        label = ", ".join(f"{d}={part[d].item()}" for d in others)
-        yield label, part.drop_vars(["_combo", *others])
+from .plotting import mean_and_stderr, other_combinations, pyplot
+from .sample_set_figures import (
+    LAYER_MEANS,
+    activation_fraction_nodes_figure,
+    sample_set_layer_means_figure,
+)
+from .wtm_figures import (
+    wtm_ablations_figure,
+    wtm_accuracy_grid_figure,
+    wtm_difficulty_figure,
+    wtm_final_distributions_figure,
+    wtm_pattern_preactivations_figure,
+)
 
 
 def curves_figure(ds: xr.Dataset):
     """Loss and accuracy against epoch (log axis), per split, mean ± s.e. over seeds."""
-    plt = _pyplot()
+    plt = pyplot()
     dims = json.loads(ds.attrs.get("sweep_dims", "[]"))
     fig, axes = plt.subplots(
         2, ds.sizes["split"], figsize=(4 * ds.sizes["split"], 6), squeeze=False, sharex=True
@@ -52,7 +38,7 @@ def curves_figure(ds: xr.Dataset):
     for row, name in enumerate(("loss", "accuracy")):
         for col, split in enumerate(ds.split.values):
             ax = axes[row, col]
-            for label, part in _other_combinations(ds[name].sel(split=split), dims):
+            for label, part in other_combinations(ds[name].sel(split=split), dims):
                 mean, se = mean_and_stderr(part)
                 ax.plot(epoch, mean, label=label or None)
                 ax.fill_between(epoch, mean - se, mean + se, alpha=0.25)
@@ -63,446 +49,6 @@ def curves_figure(ds: xr.Dataset):
     if any(ax.get_legend_handles_labels()[0] for ax in axes.flat):
         axes[0, -1].legend(fontsize="small")
     fig.tight_layout()
-    return fig
-
-
-def _first_member(ds: xr.Dataset) -> tuple[xr.Dataset, str]:
-    """The first member (first value of every sweep dim) and a `dim=value` label of it."""
-    dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d in ds.dims]
-    first = ds.isel({d: 0 for d in dims})
-    return first, ", ".join(f"{d}={first[d].item()}" for d in dims)
-
-
-def _log_epochs(da: xr.DataArray) -> xr.DataArray:
-    """`da` without the checkpoints at epoch 0, which a log axis cannot show."""
-    return da.isel(epoch=da.epoch.values > 0)
-
-
-def _log_epoch_axis(ax, epochs: np.ndarray) -> None:
-    """Log x axis with plain-number ticks (1, 2, 5 per decade when it spans few decades)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    span = np.log10(epochs.max() / epochs.min()) if epochs.size else 0
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if span < 2 else (1.0,)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def activation_fraction_nodes_figure(ds: xr.Dataset):
-    """Paper Fig. 4: every node's class-mean activation fraction against log epoch.
-
-    First member only, one subplot per layer it has; epoch 0 is left out.
-    """
-    plt = _pyplot()
-    member, label = _first_member(ds)
-    fraction = _log_epochs(member["activation_fraction"].mean("label"))
-    layers = [lay for lay in fraction.layer.values if fraction.sel(layer=lay).notnull().any()]
-    ncols = min(len(layers), 4)
-    nrows = -(-len(layers) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(max(3.6 * ncols, 5), 3 * nrows + 0.8), squeeze=False,
-        sharex=True, sharey=True, layout="constrained",
-    )  # fmt: skip
-    for ax, layer in zip(axes.flat, layers, strict=False):
-        nodes = fraction.sel(layer=layer)
-        nodes = nodes.isel(node=nodes.notnull().any("epoch").values)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, nodes.sizes["node"]))
-        dot = "." if nodes.sizes["epoch"] == 1 else None  # a lone checkpoint has no line
-        for node, color in zip(nodes.node.values, colors, strict=True):
-            ax.plot(nodes.epoch, nodes.sel(node=node), lw=0.7, alpha=0.8, color=color, marker=dot)
-        _log_epoch_axis(ax, fraction.epoch.values)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"layer {layer} ({nodes.sizes['node']} nodes)")
-    for ax in axes.flat[len(layers) :]:
-        ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("activation fraction")
-    fig.suptitle(
-        "Activation fraction of every node, mean over classes"
-        + (f"\nfirst member: {label}" if label else "")
-    )
-    return fig
-
-
-LAYER_MEANS = (
-    ("activation_fraction", "activation fraction $f_l$"),
-    ("predictability", "predictability $p_l$"),
-    ("informativeness", "informativeness $u_l$"),
-)
-
-
-def sample_set_layer_means_figure(ds: xr.Dataset):
-    """Paper Figs. 5-7: layer means f_l, p_l, u_l against log epoch, mean ± s.e. over seeds.
-
-    One subplot row per combination of the sweep dims other than seed, one line per
-    layer; the informativeness subplots draw its maximum log 2 / log |C| dashed.
-    """
-    plt = _pyplot()
-    dims = json.loads(ds.attrs.get("sweep_dims", "[]"))
-    means = {name: _log_epochs(ds.ns.layer_mean(name)) for name, _ in LAYER_MEANS}
-    if "seed" not in ds.dims:
-        means = {name: da.expand_dims("seed") for name, da in means.items()}
-    rows = [list(_other_combinations(da, dims)) for da in means.values()]
-    colors = plt.cm.viridis(np.linspace(0, 0.85, ds.sizes["layer"]))
-    u_max = np.log(2) / np.log(ds.sizes["label"])
-    n_rows = len(rows[0])
-    fig, axes = plt.subplots(
-        n_rows, 3, figsize=(13, 3.2 * n_rows + 0.8), squeeze=False, sharex=True,
-        layout="constrained",
-    )  # fmt: skip
-    for col, ((_, title), combos) in enumerate(zip(LAYER_MEANS, rows, strict=True)):
-        for row, (combo, part) in enumerate(combos):
-            ax = axes[row, col]
-            for layer, color in zip(part.layer.values, colors, strict=True):
-                mean, se = mean_and_stderr(part.sel(layer=layer))
-                if mean.isnull().all():
-                    continue  # a layer this combination does not have
-                dot = "o" if mean.sizes["epoch"] == 1 else None  # a lone point has no line
-                ax.plot(mean.epoch, mean, color=color, marker=dot, label=f"layer {layer}")
-                ax.fill_between(mean.epoch, mean - se, mean + se, color=color, alpha=0.25)
-            if col == 2:
-                ax.axhline(
-                    u_max, ls="--", color="0.4", lw=1,
-                    label=f"maximum log 2/log |C| = {u_max:.3f}",
-                )  # fmt: skip
-            _log_epoch_axis(ax, part.epoch.values)
-            ax.set_title(title + (f"\n{combo}" if combo else ""), fontsize="medium")
-            if row == n_rows - 1:
-                ax.set_xlabel("epoch")
-    handles = {}  # one legend entry per label, the layers first
-    for ax in axes.flat:
-        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-    labels = sorted(handles, key=lambda text: text.startswith("maximum"))
-    fig.legend([handles[k] for k in labels], labels, loc="outside right upper", fontsize="small")
-    n_seeds = ds.sizes.get("seed", 1)
-    fig.suptitle(
-        f"Layer means of the sample-set measures, mean ± standard error over {n_seeds} seed"
-        + "s" * (n_seeds != 1)
-    )
-    return fig
-
-
-# --------------------------------------------------------------------------- winner-take-most
-
-
-def _class_colors(plt, classes) -> dict:
-    """One tab10 colour per class label."""
-    return {c: plt.cm.tab10(i % 10) for i, c in enumerate(np.unique(classes))}
-
-
-def _first_seed(da: xr.DataArray) -> xr.DataArray:
-    return da.isel(seed=0) if "seed" in da.dims else da
-
-
-def _wtm_members(ds: xr.Dataset, names: list[str], exclude: tuple[str, ...] = ()):
-    """(label, member) per combination of the non-seed sweep dims not in `exclude`, first
-    seed only, for the variables `names`; combinations without data are left out."""
-    dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d not in exclude]
-    extras = [n for n in ("final_accuracy", "stop_epoch") if n in ds and n not in names]
-    part = _first_seed(ds[[*names, *extras]])
-    others = [d for d in dims if d != "seed" and d in part.dims]
-    if not others:
-        yield "", part
-        return
-    stacked = part.stack(_combo=others)
-    for i in range(stacked.sizes["_combo"]):
-        member = stacked.isel(_combo=i)
-        if member[names[0]].isnull().all():
-            continue  # a grid point no member filled (zipped or ragged sweeps)
-        label = ", ".join(f"{d}={member[d].item()}" for d in others)
-        yield label, member.drop_vars(["_combo", *others])
-
-
-def _top_pattern_preactivations(member: xr.Dataset, rank: int) -> xr.DataArray:
-    """μ_k (epoch, pattern) of the rank-th top neuron (last hidden layer), epoch 0 left out."""
-    node = int(member["top_node"].isel(rank=rank))
-    mu = member["pattern_preactivation"].isel(layer=-1).sel(node=node)
-    return _log_epochs(mu).transpose("epoch", "pattern")
-
-
-def _member_note(member: xr.Dataset) -> str:
-    """'test acc 97.0%' of a member, '' when the Dataset has no final test accuracy."""
-    if "final_accuracy" not in member or "test" not in member.split.values:
-        return ""
-    acc = float(member["final_accuracy"].sel(split="test"))
-    return "" if np.isnan(acc) else f"test acc {100 * acc:.1f}%"
-
-
-def _mark_stop(ax, member: xr.Dataset) -> None:
-    """Dotted vertical line at the member's stop epoch (later checkpoints repeat the
-    final weights), when training stopped early."""
-    stop = float(member["stop_epoch"]) if "stop_epoch" in member else np.nan
-    if np.isfinite(stop) and stop > 0:
-        ax.axvline(stop, color="0.3", ls=":", lw=1, label="training stopped")
-
-
-def _plot_pattern_lines(ax, mu: xr.DataArray, colors: dict) -> None:
-    """One line per pattern against log epoch, coloured by the pattern's class."""
-    for pattern in mu.pattern.values:
-        cls = mu.pattern_class.sel(pattern=pattern).item()
-        ax.plot(mu.epoch, mu.sel(pattern=pattern), color=colors[cls], lw=1.1, alpha=0.85,
-                label=f"class {cls} patterns")  # fmt: skip
-    ax.axhline(0, color="0.6", lw=0.6, zorder=0)
-    _log_epoch_axis(ax, mu.epoch.values)
-
-
-def _legend_by_label(fig, axes, **kwargs) -> None:
-    """One figure legend entry per distinct line label of `axes`."""
-    handles = {}
-    for ax in np.ravel(axes):
-        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-    labels = sorted(handles, key=lambda text: (not text.startswith("class"), text))
-    if labels:
-        fig.legend([handles[k] for k in labels], labels, fontsize="small", **kwargs)
-
-
-def _accuracy_rows(acc: xr.DataArray, dims: list[str]):
-    """(title, row labels, row name, values (rows, sigma_test)) per heat map of Fig. 1."""
-    if "sigma" in dims:
-        acc = acc.mean("seed") if "seed" in acc.dims else acc
-        for label, part in _other_combinations(acc, [d for d in dims if d != "sigma"]):
-            part = part.transpose("sigma", "sigma_test")
-            labels = [f"{v:g}" for v in part.sigma.values]
-            yield label, labels, "$\\sigma_{train}$", part.values
-    elif not dims:  # a single run without sweep dims
-        yield "", ["run"], "member", acc.values.reshape(1, -1)
-    else:
-        stacked = acc.stack(_row=dims).transpose("_row", "sigma_test")
-        keep = stacked.notnull().any("sigma_test").values
-        stacked = stacked.isel(_row=keep)
-        labels = [", ".join(f"{d}={stacked[d].values[i]}" for d in dims) for i in range(keep.sum())]
-        yield "", labels, "member", stacked.values
-
-
-def wtm_accuracy_grid_figure(ds: xr.Dataset):
-    """Winner-take-most paper Fig. 1: test accuracy over sigma_train (rows, the `sigma`
-    sweep dim, mean over seeds) × sigma_test (columns), best sigma_train per column boxed.
-
-    Without a `sigma` dim, one row per member.
-    """
-    plt = _pyplot()
-    dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d in ds.dims]
-    blocks = list(_accuracy_rows(ds["accuracy_noise"], dims))
-    n_test = ds.sizes["sigma_test"]
-    n_rows = max(len(labels) for _, labels, _, _ in blocks)
-    fig, axes = plt.subplots(
-        1, len(blocks), figsize=(1.5 + 0.8 * n_test * len(blocks) + 1.2, 1.6 + 0.5 * n_rows),
-        squeeze=False, layout="constrained",
-    )  # fmt: skip
-    values = 100 * np.concatenate([v.ravel() for _, _, _, v in blocks])
-    lo, hi = np.nanmin(values), np.nanmax(values)
-    for ax, (title, labels, row_name, acc) in zip(axes[0], blocks, strict=True):
-        pct = 100 * acc
-        image = ax.imshow(pct, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
-        with np.errstate(invalid="ignore"):
-            best = np.isclose(pct, np.nanmax(pct, axis=0, keepdims=True))
-        for (i, j), value in np.ndenumerate(pct):
-            if np.isnan(value):
-                continue
-            dark = image.norm(value) < 0.6  # viridis is dark below ~60 %
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize="small",
-                    color="white" if dark else "black")  # fmt: skip
-            if best[i, j]:
-                ax.add_patch(plt.Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
-                                           edgecolor="red", lw=2))  # fmt: skip
-        ax.set_xticks(range(n_test), [f"{s:g}" for s in ds.sigma_test.values])
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set_xlabel("$\\sigma_{test}$")
-        ax.set_ylabel(row_name)
-        if title:
-            ax.set_title(title, fontsize="medium")
-    fig.colorbar(image, ax=axes[0, -1], label="test accuracy (%)")
-    n_seeds = ds.sizes.get("seed", 1)
-    if "sigma" in dims:
-        fig.suptitle(
-            "Test accuracy, $\\sigma_{train}$ × $\\sigma_{test}$, mean over "
-            f"{n_seeds} seed{'s' * (n_seeds != 1)}\nred box: best $\\sigma_{{train}}$ per column"
-        )
-    else:
-        fig.suptitle(
-            "Test accuracy per member and $\\sigma_{test}$\nred box: best member per column"
-        )
-    return fig
-
-
-def wtm_pattern_preactivations_figure(ds: xr.Dataset, n_top: int = 3):
-    """Winner-take-most paper Figs. 2-3 (rows 1-2): μ_k = mean pre-activation of pattern k
-    against log epoch, for the n_top neurons with the largest |w_out| (`top_node`).
-
-    One subplot row per combination of the non-seed sweep dims (first seed), one line per
-    pattern, coloured by the pattern's class.
-    """
-    plt = _pyplot()
-    members = list(_wtm_members(ds, ["pattern_preactivation", "top_node"]))
-    n_top = min(n_top, ds.sizes["rank"])
-    colors = _class_colors(plt, ds.pattern_class.values)
-    fig, axes = plt.subplots(
-        len(members), n_top, figsize=(3.8 * n_top, 2.8 * len(members) + 1), squeeze=False,
-        sharex=True, layout="constrained",
-    )  # fmt: skip
-    for row, (label, member) in enumerate(members):
-        for rank in range(n_top):
-            ax = axes[row, rank]
-            _plot_pattern_lines(ax, _top_pattern_preactivations(member, rank), colors)
-            _mark_stop(ax, member)
-            node = int(member["top_node"].isel(rank=rank))
-            head = ", ".join(t for t in (label, _member_note(member)) if t)
-            ax.set_title((f"{head}\n" if head else "") + f"rank {rank} (node {node})",
-                         fontsize="medium")  # fmt: skip
-        axes[row, 0].set_ylabel("mean pre-activation $\\mu_k$")
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    _legend_by_label(fig, axes, loc="outside lower center", ncols=len(colors))
-    fig.suptitle(
-        "Mean pre-activation of every pattern in the top neurons (largest |w_out|)"
-        + ("\nfirst seed" if "seed" in ds.dims else "")
-    )
-    return fig
-
-
-def wtm_final_distributions_figure(ds: xr.Dataset):
-    """Winner-take-most paper Fig. 3 (rows 3-4), rank-0 neuron of each member (first seed).
-
-    Left: final pre-activation z(x) of every training sample, one box per pattern ordered
-    by its mean, coloured by class. Right: histogram of the mean sign of dL/da over
-    training, (1/T_s) Σ_t sign(∂L_t/∂a(x_s)), per class.
-    """
-    plt = _pyplot()
-    names = ["preactivation_final", "grad_sign_mean"] + ["top_node"] * ("top_node" in ds)
-    members = list(_wtm_members(ds, names))
-    colors = _class_colors(plt, ds.train_label.values)
-    fig, axes = plt.subplots(
-        len(members), 2, figsize=(11, 2.8 * len(members) + 1), squeeze=False,
-        gridspec_kw={"width_ratios": [3, 2]}, layout="constrained",
-    )  # fmt: skip
-    for row, (label, member) in enumerate(members):
-        z = member["preactivation_final"].isel(rank=0)
-        means = z.groupby("train_pattern").mean()
-        order = means.train_pattern.values[np.argsort(means.values)]
-        groups = [z.values[z.train_pattern.values == p] for p in order]
-        classes = [z.train_label.values[z.train_pattern.values == p][0] for p in order]
-        ax = axes[row, 0]
-        boxes = ax.boxplot(groups, patch_artist=True, widths=0.6, medianprops={"color": "k"},
-                           flierprops={"markersize": 2, "alpha": 0.4})  # fmt: skip
-        for box, cls in zip(boxes["boxes"], classes, strict=True):
-            box.set_facecolor(colors[cls])
-            box.set_label(f"class {cls}")
-        ax.set_xticks(range(1, len(order) + 1), [str(p) for p in order], fontsize="x-small")
-        ax.axhline(0, color="0.6", lw=0.6, zorder=0)
-        ax.set_ylabel("final pre-activation z")
-        node = int(member["top_node"].isel(rank=0)) if "top_node" in member else None
-        head = ", ".join(t for t in (label, _member_note(member)) if t)
-        ax.set_title((f"{head}: " if head else "") + "top neuron"
-                     + (f" (node {node})" if node is not None else "")
-                     + ", patterns ordered by mean", fontsize="medium")  # fmt: skip
-        ax = axes[row, 1]
-        signs = member["grad_sign_mean"].isel(rank=0)
-        bins = np.linspace(-1, 1, 41)
-        for cls, color in colors.items():
-            values = signs.values[signs.train_label.values == cls]
-            ax.hist(values[np.isfinite(values)], bins=bins, color=color, alpha=0.6,
-                    label=f"class {cls}")  # fmt: skip
-        ax.set_xticks([-1, -0.5, 0, 0.5, 1])
-        ax.set_ylabel("training samples")
-        ax.set_title("mean sign of dL/da over training", fontsize="medium")
-    axes[-1, 0].set_xlabel("pattern")
-    axes[-1, 1].set_xlabel("mean sign of $\\partial L/\\partial a$")
-    _legend_by_label(fig, axes, loc="outside lower center", ncols=len(colors))
-    fig.suptitle(
-        "Top neuron (largest |w_out|) at the end of training"
-        + (", first seed" if "seed" in ds.dims else "")
-    )
-    return fig
-
-
-def wtm_ablations_figure(ds: xr.Dataset):
-    """Winner-take-most paper Fig. 4: μ_k of the top neuron against log epoch, one column
-    per `tag` (the ablation variants; first seed), one line per pattern coloured by class.
-    """
-    plt = _pyplot()
-    tags = ds.tag.values
-    rows = list(_wtm_members(ds, ["pattern_preactivation", "top_node"], exclude=("tag",)))
-    colors = _class_colors(plt, ds.pattern_class.values)
-    riders = [c for c in ds.coords if ds[c].dims == ("tag",) and c != "tag"]
-    fig, axes = plt.subplots(
-        len(rows), len(tags), figsize=(3.6 * len(tags), 2.8 * len(rows) + 1.2), squeeze=False,
-        sharex=True, layout="constrained",
-    )  # fmt: skip
-    for row, (label, part) in enumerate(rows):
-        for col, tag in enumerate(tags):
-            ax = axes[row, col]
-            member = part.sel(tag=tag)
-            if member["pattern_preactivation"].isnull().all():
-                ax.set_visible(False)
-                continue
-            _plot_pattern_lines(ax, _top_pattern_preactivations(member, 0), colors)
-            _mark_stop(ax, member)
-            detail = ", ".join(f"{c}={member[c].item()}" for c in riders)
-            note = _member_note(member)
-            detail = f"{detail}\n{note}" if detail and note else detail or note
-            ax.set_title(f"{tag}" + (f"\n{detail}" if detail else "")
-                         + (f"\n{label}" if label else ""), fontsize="medium")  # fmt: skip
-        axes[row, 0].set_ylabel("mean pre-activation $\\mu_k$")
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    _legend_by_label(fig, axes, loc="outside lower center", ncols=len(colors))
-    fig.suptitle(
-        "Ablations: mean pre-activation of every pattern in the top neuron"
-        + (", first seed" if "seed" in ds.dims else "")
-    )
-    return fig
-
-
-def wtm_difficulty_figure(ds: xr.Dataset):
-    """Winner-take-most paper Fig. 5. Left: distribution of the difficulty coefficient
-    d(x) = ⟨x, Σ_{k∉C(x)} c_k⟩ − ⟨x, Σ_{k∈C(x)} c_k⟩ (eq. 2) per member (first seed);
-    difficult: d > 0. Right: the difficult samples' share of the training loss against
-    log epoch, mean ± s.e. over seeds, one line per non-seed sweep combination.
-    """
-    plt = _pyplot()
-    dims = json.loads(ds.attrs.get("sweep_dims", "[]"))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    members = list(_wtm_members(ds, ["difficulty"]))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(members)))
-    d_all = np.concatenate([m["difficulty"].values.ravel() for _, m in members])
-    bins = np.linspace(np.nanmin(d_all), np.nanmax(d_all), 50)
-    for (label, member), color in zip(members, colors, strict=True):
-        d = member["difficulty"].values
-        share = f"{100 * np.mean(d[np.isfinite(d)] > 0):.1f}% difficult"
-        label = f"{label}: {share}" if label else share
-        left.hist(d, bins=bins, histtype="step", lw=1.5, color=color, label=label)
-    left.axvline(0, color="k", ls="--", lw=1)
-    left.set_xlabel("difficulty $d(x)$ (eq. 2)")
-    left.set_ylabel("training samples")
-    left.set_title("difficulty coefficient" + (", first seed" if "seed" in ds.dims else ""))
-    left.legend(fontsize="small")
-
-    share = _log_epochs(ds["loss_share"].sel(sample_group="difficult"))
-    if "seed" not in share.dims:
-        share = share.expand_dims("seed")
-    combos = [(label, part) for label, part in _other_combinations(share, dims)
-              if part.notnull().any()]  # fmt: skip
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(combos)))
-    for (label, part), color in zip(combos, colors, strict=True):
-        mean, se = mean_and_stderr(part)
-        right.plot(mean.epoch, mean, color=color, label=label or None)
-        right.fill_between(mean.epoch, mean - se, mean + se, color=color, alpha=0.25)
-    right.axhline(0.5, color="k", ls="--", lw=1)
-    _log_epoch_axis(right, share.epoch.values)
-    right.set_ylim(0, 1)
-    right.set_xlabel("epoch")
-    right.set_ylabel("difficult share of the training loss")
-    right.set_title("$\\Sigma_{d(x)>0} L_x / \\Sigma_x L_x$ (regular: 1 − it)")
-    if combos[0][0]:
-        right.legend(fontsize="small")
-    n_seeds = ds.sizes.get("seed", 1)
-    fig.suptitle(
-        f"Difficult training samples; loss shares mean ± s.e. over {n_seeds} seed"
-        + "s" * (n_seeds != 1)
-    )
     return fig
 
 
@@ -535,7 +81,7 @@ FIGURES: dict[str, tuple[Callable[[xr.Dataset], object], Callable[[xr.Dataset], 
 
 def write_figures(ds: xr.Dataset, out: Path) -> list[Path]:
     """Every figure the Dataset has data for, as PNG and PDF in `out`."""
-    plt = _pyplot()
+    plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (make, available) in FIGURES.items():
