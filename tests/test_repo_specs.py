@@ -12,8 +12,13 @@ from nodescope.cli import main
 from nodescope.data.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_IDX = ["data.train_size=120", "data.val_size=60", "data.test_size=50",
-             "training.epochs=1", "checkpoints.log.stop=1"]  # fmt: skip
+SMALL_IDX = [
+    "data.train_size=120",
+    "data.val_size=60",
+    "data.test_size=50",
+    "training.epochs=1",
+    "checkpoints.log.stop=1",
+]
 
 
 @pytest.fixture
@@ -37,8 +42,7 @@ def run(spec: str, out: Path, *overrides: str) -> None:
 
 
 def test_sample_set_grid_runs(fake_mnist, tmp_path):
-    run("specs/sample_sets.toml", tmp_path / "r", *SMALL_IDX, "sweep.seed=[0]",
-        "model.width=8")  # fmt: skip
+    run("specs/sample_sets.toml", tmp_path / "r", *SMALL_IDX, "sweep.seed=[0]", "model.width=8")
     ds = nodescope.open(tmp_path / "r")
     assert dict(ds.sizes)["depth"] == 3 and dict(ds.sizes)["training_loss"] == 2
     assert ds.sizes["layer"] == 8 and ds.sizes["node"] == 320
@@ -52,15 +56,25 @@ def test_sample_set_cpu_spec_runs(fake_mnist, tmp_path):
 
 
 def test_aggregated_mnist_spec_runs(fake_mnist, tmp_path):
-    run("specs/winner_take_most/aggregated_mnist.toml", tmp_path / "r", "data.train_size=200",
-        "data.test_size=50", "training.epochs=2", "model.width=16",
-        "training.batch_size=100")  # fmt: skip
+    run(
+        "specs/winner_take_most/aggregated_mnist.toml",
+        tmp_path / "r",
+        "data.train_size=200",
+        "data.test_size=50",
+        "training.epochs=2",
+        "model.width=16",
+        "training.batch_size=100",
+    )
     ds = nodescope.open(tmp_path / "r")
     assert ds.sizes["pattern"] == 10 and list(ds.pattern_class.values) == [0] * 5 + [1] * 5
 
 
-SMALL_SYNTHETIC = ["data.train_size=300", "data.test_size=120", "training.epochs=2",
-                   "checkpoints.log.stop=2"]  # fmt: skip
+SMALL_SYNTHETIC = [
+    "data.train_size=300",
+    "data.test_size=120",
+    "training.epochs=2",
+    "checkpoints.log.stop=2",
+]
 
 
 @pytest.mark.parametrize("spec", ["noise_grid", "layca", "ablations"])

@@ -44,8 +44,16 @@ def test_quickstart_reads_back_with_sweep_axes_as_dimensions(quickstart):
     assert np.allclose(ds.loss.isel(epoch=-1), ds.final_loss.sel(split=ds.loss.split))
     for name, var in ds.data_vars.items():
         assert {"long_name", "units", "description"} <= set(var.attrs), name
-    for key in ("resolved_spec", "spec_hash", "torch_version", "python_version", "device",
-                "git_commit", "wall_time_s", "nodescope_version"):  # fmt: skip
+    for key in (
+        "resolved_spec",
+        "spec_hash",
+        "torch_version",
+        "python_version",
+        "device",
+        "git_commit",
+        "wall_time_s",
+        "nodescope_version",
+    ):
         assert key in ds.attrs, key
 
 
@@ -118,8 +126,11 @@ def test_groups_of_different_widths_pad_nodes_with_nan(tiny, tmp_path):
 
 
 def test_zipped_axes_become_one_dimension(tiny, tmp_path):
-    tiny["sweep"] = {"model.depth": [1, 2], "model.width": [4, 8],
-                     "zip": [["model.depth", "model.width"]]}  # fmt: skip
+    tiny["sweep"] = {
+        "model.depth": [1, 2],
+        "model.width": [4, 8],
+        "zip": [["model.depth", "model.width"]],
+    }
     out = tmp_path / "run"
     assert main(["run", str(write_spec(tmp_path, tiny)), "--out", str(out)]) == 0
     ds = nodescope.open(out)
@@ -130,8 +141,9 @@ def test_zipped_axes_become_one_dimension(tiny, tmp_path):
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[experiment]\nname = "x"\n[data]\nname = "synthetic_patterns"\n'
-                   "[model]\nwidht = 3\n")  # fmt: skip
+    bad.write_text(
+        '[experiment]\nname = "x"\n[data]\nname = "synthetic_patterns"\n[model]\nwidht = 3\n'
+    )
     assert main(["validate", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "did you mean 'width'" in err

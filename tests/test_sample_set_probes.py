@@ -26,8 +26,15 @@ def setup(tiny, **model):
     data = build_group_data(specs, torch.device("cpu"))
     model = StackedMLP(specs, group.spec.data.num_features, data.n_classes).double()
     data.splits["val"].x = data.splits["val"].x.double()
-    ctx = ProbeContext(2, 2, model.widths, data.n_classes, group.spec.model.activation,
-                       group.spec.training.loss, data)  # fmt: skip
+    ctx = ProbeContext(
+        2,
+        2,
+        model.widths,
+        data.n_classes,
+        group.spec.model.activation,
+        group.spec.training.loss,
+        data,
+    )
     probe = PROBES["sample_sets"](group.spec.probes.sample_sets, ctx)
     return model, data, probe
 
@@ -91,8 +98,7 @@ def test_layer_means_follow_the_paper_definitions(tiny):
     tiny["probes"] = {"sample_sets": {}}
     tiny["model"] = {"depth": 2, "width": [12, 5]}
     tiny["sweep"] = {"seed": [0, 1, 2]}
-    ds = xr.Dataset(train_group(plan(validate_dict(tiny, "t"))[0],
-                                torch.device("cpu")).variables)  # fmt: skip
+    ds = xr.Dataset(train_group(plan(validate_dict(tiny, "t"))[0], torch.device("cpu")).variables)
     fraction = torch.from_numpy(ds.activation_fraction.values)
     dead = torch.from_numpy(ds.dead.values == 1)
     always = torch.from_numpy(ds.always_active.values == 1)
@@ -115,8 +121,9 @@ def test_sigmoid_nodes_are_on_above_the_threshold(tiny):
         z = model(data.splits["val"].x[0], keep=True).preacts[0]
     on = torch.sigmoid(z) > 0.7
     expected = on.double().mean(1).numpy()  # class-mean not needed: compare overall sizes
-    sizes = (probe.fraction[:, 0, 0, :6] * sample_sets.class_counts(
-        data.splits["val"].labels, 2).numpy()).sum(-1)  # fmt: skip
+    sizes = (
+        probe.fraction[:, 0, 0, :6] * sample_sets.class_counts(data.splits["val"].labels, 2).numpy()
+    ).sum(-1)
     np.testing.assert_allclose(sizes / data.splits["val"].size, expected)
 
 

@@ -82,11 +82,21 @@ def test_cross_field_rule_is_one_clear_line(tiny):
 
 
 def test_overrides_parse_toml_values():
-    assert parse_overrides(["model.width=80", "optimiser.lr=1e-3", 'model.activation=relu',
-                            "model.width=[20, 80]", "training.batch_size=full"]) == [
-        ("model.width", 80), ("optimiser.lr", 1e-3), ("model.activation", "relu"),
-        ("model.width", [20, 80]), ("training.batch_size", "full"),
-    ]  # fmt: skip
+    assert parse_overrides(
+        [
+            "model.width=80",
+            "optimiser.lr=1e-3",
+            "model.activation=relu",
+            "model.width=[20, 80]",
+            "training.batch_size=full",
+        ]
+    ) == [
+        ("model.width", 80),
+        ("optimiser.lr", 1e-3),
+        ("model.activation", "relu"),
+        ("model.width", [20, 80]),
+        ("training.batch_size", "full"),
+    ]
 
 
 def test_override_without_equals_is_a_user_error():

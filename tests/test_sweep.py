@@ -15,8 +15,13 @@ def test_grid_product_in_spec_order(tiny):
     tiny["sweep"] = {"seed": [0, 1], "model.width": [8, 16, 32]}
     members = expand(spec_of(tiny))
     assert [(m.coords["seed"], m.coords["width"]) for m in members] == [
-        (0, 8), (0, 16), (0, 32), (1, 8), (1, 16), (1, 32)
-    ]  # fmt: skip
+        (0, 8),
+        (0, 16),
+        (0, 32),
+        (1, 8),
+        (1, 16),
+        (1, 32),
+    ]
     assert [m.spec.model.width for m in members] == [8, 16, 32] * 2
     assert [m.spec.training.seed for m in members] == [0, 0, 0, 1, 1, 1]
 
@@ -28,12 +33,19 @@ def test_seed_dimension_always_present(tiny):
 
 
 def test_zip_pairs_axes(tiny):
-    tiny["sweep"] = {"model.depth": [1, 2], "model.width": [8, 16], "seed": [0, 1],
-                     "zip": [["model.depth", "model.width"]]}  # fmt: skip
+    tiny["sweep"] = {
+        "model.depth": [1, 2],
+        "model.width": [8, 16],
+        "seed": [0, 1],
+        "zip": [["model.depth", "model.width"]],
+    }
     members = expand(spec_of(tiny))
     assert [(m.spec.model.depth, m.spec.model.width, m.spec.training.seed) for m in members] == [
-        (1, 8, 0), (1, 8, 1), (2, 16, 0), (2, 16, 1)
-    ]  # fmt: skip
+        (1, 8, 0),
+        (1, 8, 1),
+        (2, 16, 0),
+        (2, 16, 1),
+    ]
 
 
 def test_zip_of_unequal_lengths_is_a_user_error(tiny):
@@ -102,8 +114,12 @@ def test_log_spaced_checkpoints_are_deduplicated_steps(tiny):
 
 
 def test_every_k_explicit_list_and_first_epoch_steps(tiny):
-    tiny["checkpoints"] = {"every": 1, "at": [0.5, 2.5], "first_epoch_every_step": True,
-                           "initial": False}  # fmt: skip
+    tiny["checkpoints"] = {
+        "every": 1,
+        "at": [0.5, 2.5],
+        "first_epoch_every_step": True,
+        "initial": False,
+    }
     assert checkpoint_steps(spec_of(tiny)) == [1, 2, 3, 4, 5, 6, 7, 14, 18, 21]
 
 

@@ -209,8 +209,19 @@ def test_wtm_panel_rows_hold_hand_values():
     assert sorted(rows) == [f"{s} {seed}" for s in ("0.2", "0.4", "1.2") for seed in (0, 1)]
     # sigma seed | test acc | stop | W first min last sparkline | share first last crossing
     # 0.5 0.2 0.4 0.9: 3, 0, 2, 7 sevenths of the range 0.2..0.9
-    assert rows["0.4 0"] == ["0.4", "0", "90.0", "2", "0.50", "0.20", "0.90", "▄▁▃█",
-                             "0.20", "0.55", "2"]  # fmt: skip
+    assert rows["0.4 0"] == [
+        "0.4",
+        "0",
+        "90.0",
+        "2",
+        "0.50",
+        "0.20",
+        "0.90",
+        "▄▁▃█",
+        "0.20",
+        "0.55",
+        "2",
+    ]
     assert rows["0.4 1"][2:8] == ["90.0", "–", "0.10", "0.10", "0.90", "▁▃▅█"]
     assert rows["0.4 1"][8:] == ["0.10", "0.40", "–"]
     assert rows["1.2 0"][4:8] == ["0.00", "0.00", "0.00", "▄▄▄▄"]  # class 1 pushed up

@@ -66,10 +66,13 @@ class NodescopeAccessor:
         classes = np.unique(mu.pattern_class.values)
         spread = mu.max("pattern") - mu.min("pattern")
         per_class = [
-            (mu.where(mu.pattern_class == c).max("pattern")
-             - mu.where(mu.pattern_class == c).min("pattern")) / spread
+            (
+                mu.where(mu.pattern_class == c).max("pattern")
+                - mu.where(mu.pattern_class == c).min("pattern")
+            )
+            / spread
             for c in classes
-        ]  # fmt: skip
+        ]
         out = xr.concat(per_class, dim="label").assign_coords(label=classes)
         out.attrs = {
             "long_name": "winner-take-most index",
@@ -88,9 +91,12 @@ class NodescopeAccessor:
         index = self.wtm_index().isel(layer=-1).sel(node=top.fillna(0).astype(int))
         out = index.sel(label=pushed_up).where(top.notnull())
         out = out.drop_vars(["label", "node", "train_label"], errors="ignore")
-        out.attrs = {"long_name": "winner-take-most index of the pushed-up class", "units": "1",
-                     "description": "wtm_index of the class with the most negative mean "
-                     "dL/da sign, for the top neurons ranked by |output weight|"}  # fmt: skip
+        out.attrs = {
+            "long_name": "winner-take-most index of the pushed-up class",
+            "units": "1",
+            "description": "wtm_index of the class with the most negative mean "
+            "dL/da sign, for the top neurons ranked by |output weight|",
+        }
         return out
 
     def node_counts(self, name: str) -> xr.DataArray:

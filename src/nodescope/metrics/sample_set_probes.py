@@ -77,11 +77,14 @@ class ActivationFractionProbe(Probe):
     def results(self):
         return {
             "activation_fraction": variable(
-                DIMS_CLASS, self.fraction, "activation fraction", "1",
+                DIMS_CLASS,
+                self.fraction,
+                "activation fraction",
+                "1",
                 "|Ŝ⁽ᶜ⁾_{l,i}| / |S_c|: fraction of the class-c eval samples that switch node i "
                 "of layer l on (z > 0; sigmoid: activation > threshold); sample-set paper eq. 9",
             )
-        }  # fmt: skip
+        }
 
 
 class SampleSetsProbe(ActivationFractionProbe):
@@ -109,13 +112,16 @@ class SampleSetsProbe(ActivationFractionProbe):
         n = ctx.data.splits[self.split].size
         device = ctx.data.splits[self.split].x.device
         self.prev_on = (
-            [torch.zeros(ctx.n_members, n, h, dtype=torch.bool, device=device)
-             for h in ctx.widths] if options.churn else None
-        )  # fmt: skip
-        self.churn_counts = [torch.zeros(2, ctx.n_members, h, dtype=torch.int64)
-                             for h in ctx.widths]  # fmt: skip
-        self.cost_sums = [torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.float64)
-                          for h in ctx.widths]  # fmt: skip
+            [torch.zeros(ctx.n_members, n, h, dtype=torch.bool, device=device) for h in ctx.widths]
+            if options.churn
+            else None
+        )
+        self.churn_counts = [
+            torch.zeros(2, ctx.n_members, h, dtype=torch.int64) for h in ctx.widths
+        ]
+        self.cost_sums = [
+            torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.float64) for h in ctx.widths
+        ]
 
     def update_layer(self, ck, layer, batch, on):
         if self.prev_on is not None:
@@ -150,17 +156,23 @@ class SampleSetsProbe(ActivationFractionProbe):
         c = self.ctx.n_classes
         out = super().results()
         out["predictability"] = variable(
-            DIMS_NODE, self.predictability, "predictability", "1",
+            DIMS_NODE,
+            self.predictability,
+            "predictability",
+            "1",
             "p = 1 − H(Ẑ|Y)/log 2, H(Ẑ|Y) = −Σ_c Σ_ẑ e(ẑ,c) log(e(ẑ,c)/Σ_x e(x,c)), "
             "e(1,c) = |Ŝ⁽ᶜ⁾|/|S|, e(0,c) = (|S_c| − |Ŝ⁽ᶜ⁾|)/|S|; NaN for dead and "
             "always-active nodes; sample-set paper eqs. 12, 14",
-        )  # fmt: skip
+        )
         out["informativeness"] = variable(
-            DIMS_NODE, self.informativeness, "informativeness", "1",
+            DIMS_NODE,
+            self.informativeness,
+            "informativeness",
+            "1",
             "u = 1 − H(Y|Ẑ)/log|C|, H(Y|Ẑ) = −Σ_ẑ Σ_c e(ẑ,c) log(e(ẑ,c)/Σ_x e(ẑ,x)); "
             f"at most log 2/log|C| = {math.log(2) / math.log(c):.4f} for balanced classes; "
             "NaN for dead and always-active nodes; sample-set paper eqs. 13, 15",
-        )  # fmt: skip
+        )
         out["dead"] = variable(
             DIMS_NODE,
             self.dead,
@@ -169,24 +181,36 @@ class SampleSetsProbe(ActivationFractionProbe):
             "1 where |Ŝ_{l,i}| = 0: no eval sample switches the node on",
         )
         out["always_active"] = variable(
-            DIMS_NODE, self.always_active, "always-active node", "1",
+            DIMS_NODE,
+            self.always_active,
+            "always-active node",
+            "1",
             "1 where |Ŝ_{l,i}| = |S|: every eval sample switches the node on",
-        )  # fmt: skip
+        )
         if self.prev_on is not None:
             out["entered"] = variable(
-                DIMS_NODE, self.entered, "samples entering the sample set", "samples",
+                DIMS_NODE,
+                self.entered,
+                "samples entering the sample set",
+                "samples",
                 "|Ŝ_t \\ Ŝ_(t−1)|: eval samples on at this checkpoint, off at the previous",
-            )  # fmt: skip
+            )
             out["left"] = variable(
-                DIMS_NODE, self.left, "samples leaving the sample set", "samples",
+                DIMS_NODE,
+                self.left,
+                "samples leaving the sample set",
+                "samples",
                 "|Ŝ_(t−1) \\ Ŝ_t|: eval samples off at this checkpoint, on at the previous",
-            )  # fmt: skip
+            )
         if self.needs_dl_da:
             out["node_cost"] = variable(
-                DIMS_CLASS, self.node_cost, "node-supported cost", "1",
+                DIMS_CLASS,
+                self.node_cost,
+                "node-supported cost",
+                "1",
                 "mean over s in Ŝ⁽ᶜ⁾_{l,i} of φ^s_{l,i} = ∂L_s/∂a_{l,i} (the sum over active "
                 "paths of λ_p Π w, sample-set paper eq. 2); NaN where Ŝ⁽ᶜ⁾ is empty",
-            )  # fmt: skip
+            )
         for name in ("dead", "always_active"):
             out[name].attrs["flag_values"] = "0 1"
         return out

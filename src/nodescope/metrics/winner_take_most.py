@@ -21,9 +21,12 @@ def pattern_sums(z: torch.Tensor, patterns: torch.Tensor, n_patterns: int) -> to
 
 
 def accumulate_signs(
-    sums: torch.Tensor, counts: torch.Tensor, index: torch.Tensor, grad: torch.Tensor,
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    index: torch.Tensor,
+    grad: torch.Tensor,
     active: torch.Tensor | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Add sign(∂L/∂a) of one training step to per-sample running sums, in place.
 
     sums (E, N, H) and counts (E, N) accumulate over steps; index (E, B) are the batch's

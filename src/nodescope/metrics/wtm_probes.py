@@ -43,8 +43,9 @@ class PatternPreactivationProbe(Probe):
         patterns = ctx.data.splits[self.split].patterns
         self.n_patterns = len(pattern_classes(ctx))
         self.counts = torch.bincount(patterns.cpu(), minlength=self.n_patterns).double()
-        self.sums = [torch.zeros(ctx.n_members, h, self.n_patterns, dtype=torch.float64)
-                     for h in ctx.widths]  # fmt: skip
+        self.sums = [
+            torch.zeros(ctx.n_members, h, self.n_patterns, dtype=torch.float64) for h in ctx.widths
+        ]
         shape = (ctx.n_members, ctx.n_checkpoints, len(ctx.widths), ctx.max_width)
         self.means = np.full((*shape, self.n_patterns), np.nan)
 
@@ -63,11 +64,13 @@ class PatternPreactivationProbe(Probe):
 
     def results(self):
         da = variable(
-            ("member", "epoch", "layer", "node", "pattern"), self.means,
-            "mean pre-activation per pattern", "1",
+            ("member", "epoch", "layer", "node", "pattern"),
+            self.means,
+            "mean pre-activation per pattern",
+            "1",
             f"μ_{{l,i,k}} = mean of z_{{l,i}} over the {self.split} samples of hidden pattern k "
             "(winner-take-most paper, Figs. 2-4)",
-        )  # fmt: skip
+        )
         return {"pattern_preactivation": da.assign_coords(_pattern_coords(self.ctx))}
 
 
@@ -116,22 +119,36 @@ class GradSignProbe(Probe):
             "train_label": ("train_sample", train.labels.cpu().numpy()),
         }
         self.out = {
-            "top_node": variable(("member", "rank"), top.cpu().numpy(), "top neuron", "1",
-                                 "last-hidden-layer node with the rank-th largest Σ|w_out|"),
+            "top_node": variable(
+                ("member", "rank"),
+                top.cpu().numpy(),
+                "top neuron",
+                "1",
+                "last-hidden-layer node with the rank-th largest Σ|w_out|",
+            ),
             "output_weight": variable(
-                ("member", "rank"), w_out.gather(1, top).cpu().numpy(), "output weight", "1",
+                ("member", "rank"),
+                w_out.gather(1, top).cpu().numpy(),
+                "output weight",
+                "1",
                 "Σ over outputs of |w_out| of the ranked node",
             ),
             "grad_sign_mean": variable(
-                dims, signs.transpose(1, 2).cpu().numpy(), "mean sign of dL/da", "1",
+                dims,
+                signs.transpose(1, 2).cpu().numpy(),
+                "mean sign of dL/da",
+                "1",
                 "(1/T_s) Σ_t sign(∂L_t/∂a_i(x_s)) over the training steps whose batch held "
                 "x_s (winner-take-most paper, Fig. 3 bottom row); NaN if never in a batch",
             ).assign_coords(coords),
             "preactivation_final": variable(
-                dims, z.transpose(1, 2).cpu().numpy(), "final pre-activation", "1",
+                dims,
+                z.transpose(1, 2).cpu().numpy(),
+                "final pre-activation",
+                "1",
                 "z_i(x_s) of the trained network for every training sample (Fig. 3 row 3)",
             ).assign_coords(coords),
-        }  # fmt: skip
+        }
 
     def results(self):
         return self.out
@@ -151,17 +168,16 @@ class DifficultyProbe(Probe):
     def __init__(self, options, ctx: ProbeContext):
         super().__init__(options, ctx)
         train = ctx.data.splits["train"]
-        x = train.x[train.variant]  # (E, N, F): each member's own training inputs
+        x = train.x  # (V, N, F): one block per distinct input variant of the group
         if ctx.data.centroids is not None:
             cents = torch.from_numpy(ctx.data.centroids).to(x)
         else:
             onehot = torch.nn.functional.one_hot(train.patterns).to(x.dtype)
-            cents = (onehot.T @ train.x[0]) / onehot.sum(0).unsqueeze(-1)
+            cents = (onehot.T @ x[0]) / onehot.sum(0).unsqueeze(-1)
         classes = torch.from_numpy(pattern_classes(ctx)).to(x.device)
-        self.d = wtm.difficulty(x, train.labels, cents, classes)  # (E, N)
+        self.d = wtm.difficulty(x, train.labels, cents, classes)[train.variant]  # (E, N)
         self.difficult = self.d > 0
-        self.loss = torch.zeros(ctx.n_members, train.size, dtype=torch.float64,
-                                device=x.device)  # fmt: skip
+        self.loss = torch.zeros(ctx.n_members, train.size, dtype=torch.float64, device=x.device)
         self.shares = np.full((ctx.n_members, ctx.n_checkpoints, 2), np.nan)
 
     def splits(self) -> set[str]:
@@ -177,14 +193,20 @@ class DifficultyProbe(Probe):
     def results(self):
         return {
             "difficulty": variable(
-                ("member", "train_sample"), self.d.cpu().numpy(), "difficulty", "1",
+                ("member", "train_sample"),
+                self.d.cpu().numpy(),
+                "difficulty",
+                "1",
                 "d(x) = <x, Σ_{k∉C(x)} c_k> − <x, Σ_{k∈C(x)} c_k> (winner-take-most eq. 2)",
             ),
             "loss_share": variable(
-                ("member", "epoch", "sample_group"), self.shares, "loss share", "1",
+                ("member", "epoch", "sample_group"),
+                self.shares,
+                "loss share",
+                "1",
                 "Σ_{s in group} L_s / Σ_s L_s on the training set; difficult: d > 0",
             ).assign_coords(sample_group=["difficult", "regular"]),
-        }  # fmt: skip
+        }
 
 
 class NoiseRobustnessProbe(Probe):
@@ -224,8 +246,11 @@ class NoiseRobustnessProbe(Probe):
 
     def results(self):
         da = variable(
-            ("member", "sigma_test"), self.accuracy, "accuracy under test noise", "1",
+            ("member", "sigma_test"),
+            self.accuracy,
+            "accuracy under test noise",
+            "1",
             "accuracy on a fresh test set drawn at noise std sigma_test with the training "
             "patterns' masks (winner-take-most paper, Fig. 1)",
-        )  # fmt: skip
+        )
         return {"accuracy_noise": da.assign_coords(sigma_test=self.sigmas)}

@@ -55,8 +55,9 @@ class RunProgress:
             task = self.progress.add_task(name, total=None, epoch="0", loss="–")
 
             def update(step: int, total: int, loss: float) -> None:
-                self.progress.update(task, completed=step, total=total,
-                                     epoch=f"{step / spe:.2f}", loss=f"{loss:.4f}")  # fmt: skip
+                self.progress.update(
+                    task, completed=step, total=total, epoch=f"{step / spe:.2f}", loss=f"{loss:.4f}"
+                )
 
             return update
         started, last = time.perf_counter(), {"time": float("-inf"), "step": -1}
@@ -71,7 +72,8 @@ class RunProgress:
             eta = elapsed / step * (total - step) if step else float("nan")
             self.console.print(
                 f"{name}: step {step}/{total}, epoch {step / spe:.2f}, loss {loss:.4f}, "
-                f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s", highlight=False,
-            )  # fmt: skip
+                f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s",
+                highlight=False,
+            )
 
         return log

@@ -30,9 +30,14 @@ def activation_fraction_nodes_figure(ds: xr.Dataset):
     ncols = min(len(layers), 4)
     nrows = -(-len(layers) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(max(3.6 * ncols, 5), 3 * nrows + 0.8), squeeze=False,
-        sharex=True, sharey=True, layout="constrained",
-    )  # fmt: skip
+        nrows,
+        ncols,
+        figsize=(max(3.6 * ncols, 5), 3 * nrows + 0.8),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
     for ax, layer in zip(axes.flat, layers, strict=False):
         nodes = fraction.sel(layer=layer)
         nodes = nodes.isel(node=nodes.notnull().any("epoch").values)
@@ -79,9 +84,13 @@ def sample_set_layer_means_figure(ds: xr.Dataset):
     u_max = np.log(2) / np.log(ds.sizes["label"])
     n_rows = len(rows[0])
     fig, axes = plt.subplots(
-        n_rows, 3, figsize=(13, 3.2 * n_rows + 0.8), squeeze=False, sharex=True,
+        n_rows,
+        3,
+        figsize=(13, 3.2 * n_rows + 0.8),
+        squeeze=False,
+        sharex=True,
         layout="constrained",
-    )  # fmt: skip
+    )
     for col, ((_, title), combos) in enumerate(zip(LAYER_MEANS, rows, strict=True)):
         for row, (combo, part) in enumerate(combos):
             ax = axes[row, col]
@@ -94,9 +103,12 @@ def sample_set_layer_means_figure(ds: xr.Dataset):
                 ax.fill_between(mean.epoch, mean - se, mean + se, color=color, alpha=0.25)
             if col == 2:
                 ax.axhline(
-                    u_max, ls="--", color="0.4", lw=1,
+                    u_max,
+                    ls="--",
+                    color="0.4",
+                    lw=1,
                     label=f"maximum log 2/log |C| = {u_max:.3f}",
-                )  # fmt: skip
+                )
             log_epoch_axis(ax, part.epoch.values)
             ax.set_title(title + (f"\n{combo}" if combo else ""), fontsize="medium")
             if row == n_rows - 1:

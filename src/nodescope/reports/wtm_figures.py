@@ -66,8 +66,14 @@ def _plot_pattern_lines(ax, mu: xr.DataArray, colors: dict) -> None:
     """One line per pattern against log epoch, coloured by the pattern's class."""
     for pattern in mu.pattern.values:
         cls = mu.pattern_class.sel(pattern=pattern).item()
-        ax.plot(mu.epoch, mu.sel(pattern=pattern), color=colors[cls], lw=1.1, alpha=0.85,
-                label=f"class {cls} patterns")  # fmt: skip
+        ax.plot(
+            mu.epoch,
+            mu.sel(pattern=pattern),
+            color=colors[cls],
+            lw=1.1,
+            alpha=0.85,
+            label=f"class {cls} patterns",
+        )
     ax.axhline(0, color="0.6", lw=0.6, zorder=0)
     log_epoch_axis(ax, mu.epoch.values)
 
@@ -112,9 +118,12 @@ def wtm_accuracy_grid_figure(ds: xr.Dataset):
     n_test = ds.sizes["sigma_test"]
     n_rows = max(len(labels) for _, labels, _, _ in blocks)
     fig, axes = plt.subplots(
-        1, len(blocks), figsize=(1.5 + 0.8 * n_test * len(blocks) + 1.2, 1.6 + 0.5 * n_rows),
-        squeeze=False, layout="constrained",
-    )  # fmt: skip
+        1,
+        len(blocks),
+        figsize=(1.5 + 0.8 * n_test * len(blocks) + 1.2, 1.6 + 0.5 * n_rows),
+        squeeze=False,
+        layout="constrained",
+    )
     values = 100 * np.concatenate([v.ravel() for _, _, _, v in blocks])
     lo, hi = np.nanmin(values), np.nanmax(values)
     for ax, (title, labels, row_name, acc) in zip(axes[0], blocks, strict=True):
@@ -126,11 +135,21 @@ def wtm_accuracy_grid_figure(ds: xr.Dataset):
             if np.isnan(value):
                 continue
             dark = image.norm(value) < 0.6  # viridis is dark below ~60 %
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize="small",
-                    color="white" if dark else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{value:.1f}",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if dark else "black",
+            )
             if best[i, j]:
-                ax.add_patch(plt.Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
-                                           edgecolor="red", lw=2))  # fmt: skip
+                ax.add_patch(
+                    plt.Rectangle(
+                        (j - 0.47, i - 0.47), 0.94, 0.94, fill=False, edgecolor="red", lw=2
+                    )
+                )
         ax.set_xticks(range(n_test), [f"{s:g}" for s in ds.sigma_test.values])
         ax.set_yticks(range(len(labels)), labels)
         ax.set_xlabel("$\\sigma_{test}$")
@@ -163,9 +182,13 @@ def wtm_pattern_preactivations_figure(ds: xr.Dataset, n_top: int = 3):
     n_top = min(n_top, ds.sizes["rank"])
     colors = _class_colors(plt, ds.pattern_class.values)
     fig, axes = plt.subplots(
-        len(members), n_top, figsize=(3.8 * n_top, 2.8 * len(members) + 1), squeeze=False,
-        sharex=True, layout="constrained",
-    )  # fmt: skip
+        len(members),
+        n_top,
+        figsize=(3.8 * n_top, 2.8 * len(members) + 1),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     for row, (label, member) in enumerate(members):
         for rank in range(n_top):
             ax = axes[row, rank]
@@ -173,8 +196,9 @@ def wtm_pattern_preactivations_figure(ds: xr.Dataset, n_top: int = 3):
             _mark_stop(ax, member)
             node = int(member["top_node"].isel(rank=rank))
             head = ", ".join(t for t in (label, _member_note(member)) if t)
-            ax.set_title((f"{head}\n" if head else "") + f"rank {rank} (node {node})",
-                         fontsize="medium")  # fmt: skip
+            ax.set_title(
+                (f"{head}\n" if head else "") + f"rank {rank} (node {node})", fontsize="medium"
+            )
         axes[row, 0].set_ylabel("mean pre-activation $\\mu_k$")
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
@@ -198,9 +222,13 @@ def wtm_final_distributions_figure(ds: xr.Dataset):
     members = list(_wtm_members(ds, names))
     colors = _class_colors(plt, ds.train_label.values)
     fig, axes = plt.subplots(
-        len(members), 2, figsize=(11, 2.8 * len(members) + 1), squeeze=False,
-        gridspec_kw={"width_ratios": [3, 2]}, layout="constrained",
-    )  # fmt: skip
+        len(members),
+        2,
+        figsize=(11, 2.8 * len(members) + 1),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 2]},
+        layout="constrained",
+    )
     for row, (label, member) in enumerate(members):
         z = member["preactivation_final"].isel(rank=0)
         means = z.groupby("train_pattern").mean()
@@ -208,8 +236,13 @@ def wtm_final_distributions_figure(ds: xr.Dataset):
         groups = [z.values[z.train_pattern.values == p] for p in order]
         classes = [z.train_label.values[z.train_pattern.values == p][0] for p in order]
         ax = axes[row, 0]
-        boxes = ax.boxplot(groups, patch_artist=True, widths=0.6, medianprops={"color": "k"},
-                           flierprops={"markersize": 2, "alpha": 0.4})  # fmt: skip
+        boxes = ax.boxplot(
+            groups,
+            patch_artist=True,
+            widths=0.6,
+            medianprops={"color": "k"},
+            flierprops={"markersize": 2, "alpha": 0.4},
+        )
         for box, cls in zip(boxes["boxes"], classes, strict=True):
             box.set_facecolor(colors[cls])
             box.set_label(f"class {cls}")
@@ -218,16 +251,21 @@ def wtm_final_distributions_figure(ds: xr.Dataset):
         ax.set_ylabel("final pre-activation z")
         node = int(member["top_node"].isel(rank=0)) if "top_node" in member else None
         head = ", ".join(t for t in (label, _member_note(member)) if t)
-        ax.set_title((f"{head}: " if head else "") + "top neuron"
-                     + (f" (node {node})" if node is not None else "")
-                     + ", patterns ordered by mean", fontsize="medium")  # fmt: skip
+        ax.set_title(
+            (f"{head}: " if head else "")
+            + "top neuron"
+            + (f" (node {node})" if node is not None else "")
+            + ", patterns ordered by mean",
+            fontsize="medium",
+        )
         ax = axes[row, 1]
         signs = member["grad_sign_mean"].isel(rank=0)
         bins = np.linspace(-1, 1, 41)
         for cls, color in colors.items():
             values = signs.values[signs.train_label.values == cls]
-            ax.hist(values[np.isfinite(values)], bins=bins, color=color, alpha=0.6,
-                    label=f"class {cls}")  # fmt: skip
+            ax.hist(
+                values[np.isfinite(values)], bins=bins, color=color, alpha=0.6, label=f"class {cls}"
+            )
         ax.set_xticks([-1, -0.5, 0, 0.5, 1])
         ax.set_ylabel("training samples")
         ax.set_title("mean sign of dL/da over training", fontsize="medium")
@@ -251,9 +289,13 @@ def wtm_ablations_figure(ds: xr.Dataset):
     colors = _class_colors(plt, ds.pattern_class.values)
     riders = [c for c in ds.coords if ds[c].dims == ("tag",) and c != "tag"]
     fig, axes = plt.subplots(
-        len(rows), len(tags), figsize=(3.6 * len(tags), 2.8 * len(rows) + 1.2), squeeze=False,
-        sharex=True, layout="constrained",
-    )  # fmt: skip
+        len(rows),
+        len(tags),
+        figsize=(3.6 * len(tags), 2.8 * len(rows) + 1.2),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     for row, (label, part) in enumerate(rows):
         for col, tag in enumerate(tags):
             ax = axes[row, col]
@@ -266,8 +308,10 @@ def wtm_ablations_figure(ds: xr.Dataset):
             detail = ", ".join(f"{c}={member[c].item()}" for c in riders)
             note = _member_note(member)
             detail = f"{detail}\n{note}" if detail and note else detail or note
-            ax.set_title(f"{tag}" + (f"\n{detail}" if detail else "")
-                         + (f"\n{label}" if label else ""), fontsize="medium")  # fmt: skip
+            ax.set_title(
+                f"{tag}" + (f"\n{detail}" if detail else "") + (f"\n{label}" if label else ""),
+                fontsize="medium",
+            )
         axes[row, 0].set_ylabel("mean pre-activation $\\mu_k$")
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
@@ -306,8 +350,9 @@ def wtm_difficulty_figure(ds: xr.Dataset):
     share = log_epochs(ds["loss_share"].sel(sample_group="difficult"))
     if "seed" not in share.dims:
         share = share.expand_dims("seed")
-    combos = [(label, part) for label, part in other_combinations(share, dims)
-              if part.notnull().any()]  # fmt: skip
+    combos = [
+        (label, part) for label, part in other_combinations(share, dims) if part.notnull().any()
+    ]
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(combos)))
     for (label, part), color in zip(combos, colors, strict=True):
         mean, se = mean_and_stderr(part)
