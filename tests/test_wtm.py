@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
+import nodescope  # noqa: F401  registers ds.ns
 from nodescope.data.prepare import build_group_data, synthetic_masks
 from nodescope.metrics import winner_take_most as wtm
 from nodescope.metrics.wtm_probes import NoiseRobustnessProbe
@@ -42,9 +44,30 @@ def test_pattern_sums_by_hand():
 
 
 def test_wtm_index_by_hand():
-    means = torch.tensor([[0.0, 4.0, 1.0, 2.0]])  # patterns 0, 1 class 0; 2, 3 class 1
-    index = wtm.wtm_index(means, torch.tensor([0, 0, 1, 1]), 2)
-    np.testing.assert_allclose(index.numpy(), [[1.0, 0.25]])
+    classes = torch.tensor([0, 0, 0, 1, 1])  # patterns 0-2 class 0, 3-4 class 1
+    means = torch.tensor(
+        [
+            [3.0, -1.0, 0.0, 0.5, 1.0],  # class 0 overhangs: 2 above, 1.5 below -> 2*1.5/4
+            [3.0, 1.0, 2.0, 0.5, 0.0],  # class 0 above class 1 only: a class detector
+            [2.0, -2.0, 0.0, 0.0, 0.0],  # class 1 at one point in the middle of class 0
+        ]
+    )
+    index = wtm.wtm_index(means, classes, 2)
+    # a class whose patterns share one value has no spread: W = 0, not 0/0
+    np.testing.assert_allclose(index.numpy(), [[0.75, 0.0], [0.0, 0.0], [1.0, 0.0]])
+
+
+def test_accessor_index_equals_the_tensor_function():
+    rng = np.random.default_rng(3)
+    mu = rng.normal(size=(2, 5, 1, 7, 6))  # seed, epoch, layer, node, pattern
+    classes = np.array([0, 0, 0, 1, 1, 1])
+    ds = xr.Dataset(
+        {"pattern_preactivation": (("seed", "epoch", "layer", "node", "pattern"), mu)},
+        coords={"pattern_class": ("pattern", classes)},
+    )
+    expected = wtm.wtm_index(torch.from_numpy(mu), torch.from_numpy(classes), 2)
+    np.testing.assert_allclose(ds.ns.wtm_index().values, expected.numpy())
+    assert (expected > 0).any() and (expected == 0).any()
 
 
 def test_accumulate_signs_counts_each_member_and_skips_inactive():

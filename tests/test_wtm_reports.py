@@ -47,8 +47,9 @@ SHARE = {0: [0.2, 0.45, 0.6, 0.55], 1: [0.1, 0.5, 0.5, 0.4]}
 
 
 def _mu(w: float) -> list[float]:
-    """Pattern means with W_0 = w: class 0 at 1 and 1 − w, class 1 at 0 (range 1)."""
-    return [1.0, 1.0 - w, 0.0, 0.0]
+    """Pattern means with W_0 = w: class 1 at 0, class 0 at 1 and −d, so the overhangs
+    are 1 above and d below and W_0 = 2 min(1, d) / (1 + d) = w for d = w / (2 − w)."""
+    return [1.0, -w / (2 - w), 0.0, 0.0]
 
 
 def _dataset() -> xr.Dataset:
@@ -59,7 +60,7 @@ def _dataset() -> xr.Dataset:
     for seed, (node, w) in W_TOP.items():
         for e in range(n_ep):
             mu[:, seed, e, 0, node] = _mu(w[e])
-            mu[:, seed, e, 0, 0] = [1.0, 0.0, 0.5, 0.5]  # W_0 = 1
+            mu[:, seed, e, 0, 0] = [1.0, -1.0, 0.0, 0.0]  # W_0 = 1
         top[:, seed] = [node, 0]
     share = np.zeros((n_sig, n_seed, n_ep, 2))
     for seed, s in SHARE.items():
@@ -297,7 +298,7 @@ def test_pattern_preactivations_figure_top_neurons_of_first_seed():
     assert "sigma=0.2" in ax.get_title() and "node 2" in ax.get_title()  # seed 0's top
     pattern1 = [ln for ln in ax.lines if ln.get_label() == "class 0 patterns"][1]
     np.testing.assert_allclose(pattern1.get_xdata(), EPOCHS[1:])  # epoch 0 left out
-    np.testing.assert_allclose(pattern1.get_ydata(), [1 - w for w in W_TOP[0][1][1:]])
+    np.testing.assert_allclose(pattern1.get_ydata(), [_mu(w)[1] for w in W_TOP[0][1][1:]])
     colors = {ln.get_label(): ln.get_color() for ln in ax.lines if "patterns" in ln.get_label()}
     assert len(set(colors.values())) == 2  # one colour per class
     plt.close(fig)

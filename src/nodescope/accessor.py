@@ -54,25 +54,26 @@ class NodescopeAccessor:
         return out
 
     def wtm_index(self) -> xr.DataArray:
-        """Winner-take-most index of every node for every class, over epochs:
+        """Winner-take-most index of every node for every class c, over epochs:
 
-            W_c = (max_{k ∈ c} μ_k − min_{k ∈ c} μ_k) / (max_k μ_k − min_k μ_k)
+            W_c = 2 max(0, min(max_{k∈c} μ_k − max_{k∉c} μ_k, min_{k∉c} μ_k − min_{k∈c} μ_k))
+                  / (max_{k∈c} μ_k − min_{k∈c} μ_k)
 
-        from pattern_preactivation μ_k (mean pre-activation of pattern k). Near 0: the
-        node treats the patterns of class c alike; near 1: class c's patterns alone span
-        the node's whole range (winners pushed up, losers down to the other class).
+        from pattern_preactivation μ_k. W_c > 0 when class c's patterns overhang all other
+        patterns on both sides (winners above, losers below the other classes); 0 for a
+        class detector, a node that separates nothing, or a class without spread; 1 when
+        the other classes sit at one point in the middle of class c's range.
         """
         mu = self._ds["pattern_preactivation"]
-        classes = np.unique(mu.pattern_class.values)
-        spread = mu.max("pattern") - mu.min("pattern")
-        per_class = [
-            (
-                mu.where(mu.pattern_class == c).max("pattern")
-                - mu.where(mu.pattern_class == c).min("pattern")
-            )
-            / spread
-            for c in classes
-        ]
+        classes = np.unique(mu.pattern_class.values).astype(int)
+        per_class = []
+        for c in classes:
+            own, other = mu.where(mu.pattern_class == c), mu.where(mu.pattern_class != c)
+            up = own.max("pattern") - other.max("pattern")
+            down = other.min("pattern") - own.min("pattern")
+            overhang = np.minimum(up, down).clip(min=0)
+            spread = own.max("pattern") - own.min("pattern")
+            per_class.append(xr.where(spread > 0, 2 * overhang / spread, 0).where(spread.notnull()))
         out = xr.concat(per_class, dim="label").assign_coords(label=classes)
         out.attrs = {
             "long_name": "winner-take-most index",
@@ -87,7 +88,7 @@ class NodescopeAccessor:
         ds = self._ds
         sign_by_class = ds["grad_sign_mean"].groupby(ds["train_label"]).mean("train_sample")
         top = ds["top_node"]  # NaN for ranks beyond a narrow layer's width
-        pushed_up = sign_by_class.fillna(0).idxmin("train_label")
+        pushed_up = sign_by_class.fillna(0).idxmin("train_label").astype(int)
         index = self.wtm_index().isel(layer=-1).sel(node=top.fillna(0).astype(int))
         out = index.sel(label=pushed_up).where(top.notnull())
         out = out.drop_vars(["label", "node", "train_label"], errors="ignore")

@@ -79,17 +79,23 @@ def loss_shares(per_sample: torch.Tensor, difficult: torch.Tensor) -> torch.Tens
 def wtm_index(means: torch.Tensor, pattern_class: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Winner-take-most index of a node for each class c:
 
-        W_c = (max_{k ∈ c} μ_k − min_{k ∈ c} μ_k) / (max_k μ_k − min_k μ_k)
+        W_c = 2 max(0, min(max_{k∈c} μ_k − max_{k∉c} μ_k, min_{k∉c} μ_k − min_{k∈c} μ_k))
+              / (max_{k∈c} μ_k − min_{k∈c} μ_k)
 
-    μ (..., P) are the node's mean pre-activations per pattern. W_c is near 0 when the
-    node treats the patterns of class c alike (a class detector) and reaches 1 when
-    the patterns of class c alone span the node's whole range: some of them pushed up
-    ("winners"), others down to the level of the other class ("losers").
-    Returns (..., C); NaN where all patterns share one value.
+    μ (..., P) are the node's mean pre-activations per pattern. W_c > 0 when the patterns
+    of class c overhang all patterns of the other classes on both sides: winners pushed
+    above every other-class pattern and losers below them, the node separating patterns
+    of one class more strongly than the classes. W_c = 0 for a class detector (class c
+    on one side) and for a node that does not separate anything; W_c = 1 when the other
+    classes sit at one point in the middle of class c's range; 0 when class c's
+    patterns share one value (no spread). Returns (..., C).
     """
     out = []
-    spread = means.amax(-1) - means.amin(-1)
     for c in range(n_classes):
-        part = means[..., pattern_class == c]
-        out.append((part.amax(-1) - part.amin(-1)) / spread)
+        own, other = means[..., pattern_class == c], means[..., pattern_class != c]
+        up = own.amax(-1) - other.amax(-1)
+        down = other.amin(-1) - own.amin(-1)
+        spread = own.amax(-1) - own.amin(-1)
+        overhang = torch.clamp(torch.minimum(up, down), min=0)
+        out.append(torch.where(spread > 0, 2 * overhang / spread, 0.0 * spread))
     return torch.stack(out, dim=-1)

@@ -4,7 +4,8 @@ accuracy_grid_panel: Fig. 1 as a table, test accuracy of every sigma_train (rows
 every sigma_test (columns), the best sigma_train of each column highlighted.
 wtm_panel: per member, final test accuracy, stop epoch, the winner-take-most index
 
-    W_c = (max_{k ∈ c} μ_k − min_{k ∈ c} μ_k) / (max_k μ_k − min_k μ_k)
+    W_c = 2 max(0, min(max_{k∈c} μ_k − max_{k∉c} μ_k, min_{k∉c} μ_k − min_{k∈c} μ_k))
+          / (max_{k∈c} μ_k − min_{k∈c} μ_k)
 
 of the top neuron (largest |w_out|) for the class it pushes up (`ds.ns.top_neuron_wtm`)
 over epoch, and the difficult samples' share of the training loss (Fig. 5, eq. 2).
@@ -140,8 +141,9 @@ def wtm_panel(ds: xr.Dataset) -> Table | None:
     epochs = ds.epoch.values
     table = _table(
         f"{ds.attrs.get('experiment', 'run')}: winner-take-most index of the top neuron",
-        "W = (max_{k∈c} μ_k − min_{k∈c} μ_k) / (max_k μ_k − min_k μ_k) of the neuron with "
-        "the largest |w_out|, c = the class it pushes up (most negative mean dL/da sign)\n"
+        "W = winner-take-most index (0: none; 1: the other class in the middle of class c's "
+        "range) of the neuron with the largest |w_out|, c = the class it pushes up (most "
+        "negative mean dL/da sign); see ds.ns.wtm_index\n"
         f"{len(epochs)} checkpoints, epoch {epochs[0]:g} → {epochs[-1]:g}"
         + ("; difficult share = loss share of samples with d(x) > 0" if share is not None else ""),
     )

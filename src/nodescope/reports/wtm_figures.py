@@ -192,6 +192,9 @@ def wtm_pattern_preactivations_figure(ds: xr.Dataset, n_top: int = 3):
     for row, (label, member) in enumerate(members):
         for rank in range(n_top):
             ax = axes[row, rank]
+            if member["top_node"].isel(rank=rank).isnull():
+                ax.set_axis_off()  # the member's layer has fewer neurons than this rank
+                continue
             _plot_pattern_lines(ax, _top_pattern_preactivations(member, rank), colors)
             _mark_stop(ax, member)
             node = int(member["top_node"].isel(rank=rank))
