@@ -24,15 +24,21 @@ def mean_and_stderr(da: xr.DataArray, dim: str = "seed") -> tuple[xr.DataArray, 
     return da.mean(dim), (std / np.sqrt(n)).fillna(0)
 
 
-def other_combinations(da: xr.DataArray, dims: list[str]):
-    """(label, slice) for each combination of the sweep dims other than seed."""
-    others = [d for d in dims if d != "seed" and d in da.dims]
+def other_combinations(obj, dims: list[str], required: str | None = None):
+    """(label, slice) for each combination of the sweep dims other than seed.
+
+    `obj` is a DataArray or Dataset; with `required` (a variable of a Dataset),
+    combinations where it is all NaN (grid points no member filled) are left out.
+    """
+    others = [d for d in dims if d != "seed" and d in obj.dims]
     if not others:
-        yield "", da
+        yield "", obj
         return
-    stacked = da.stack(_combo=others)
+    stacked = obj.stack(_combo=others)
     for i in range(stacked.sizes["_combo"]):
         part = stacked.isel(_combo=i)
+        if required is not None and part[required].isnull().all():
+            continue
         label = ", ".join(f"{d}={part[d].item()}" for d in others)
         yield label, part.drop_vars(["_combo", *others])
 

@@ -25,18 +25,7 @@ def _wtm_members(ds: xr.Dataset, names: list[str], exclude: tuple[str, ...] = ()
     seed only, for the variables `names`; combinations without data are left out."""
     dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d not in exclude]
     extras = [n for n in ("final_accuracy", "stop_epoch") if n in ds and n not in names]
-    part = _first_seed(ds[[*names, *extras]])
-    others = [d for d in dims if d != "seed" and d in part.dims]
-    if not others:
-        yield "", part
-        return
-    stacked = part.stack(_combo=others)
-    for i in range(stacked.sizes["_combo"]):
-        member = stacked.isel(_combo=i)
-        if member[names[0]].isnull().all():
-            continue  # a grid point no member filled (zipped or ragged sweeps)
-        label = ", ".join(f"{d}={member[d].item()}" for d in others)
-        yield label, member.drop_vars(["_combo", *others])
+    yield from other_combinations(_first_seed(ds[[*names, *extras]]), dims, names[0])
 
 
 def _top_pattern_preactivations(member: xr.Dataset, rank: int) -> xr.DataArray:
