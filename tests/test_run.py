@@ -177,3 +177,11 @@ def test_corrupt_group_file_is_one_line_and_rerun_redoes_it(tiny, tmp_path, caps
     assert "cannot be read" in capsys.readouterr().err
     assert main(["run", str(path), "--out", str(out)]) == 0
     assert nodescope.open(out).sizes["seed"] == 1
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tiny, tmp_path, capsys):
+    tiny["sweep"] = {"model.width": [4], "zip": "model.width"}
+    assert main(["validate", str(write_spec(tmp_path, tiny))]) == 1
+    err = capsys.readouterr().err
+    assert "[bold]" not in err and "error:" in err
+    assert "sweep" in err

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import UserError
 
@@ -38,7 +39,7 @@ def cmd_validate(args) -> int:
         except UserError as exc:
             failed += 1
             for line in str(exc).splitlines():
-                err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         for line in str(exc).splitlines():
-            err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 2
 
 

@@ -92,7 +92,9 @@ def sweep_axes(spec: Spec) -> list[SweepAxis]:
     zipped = {k: z for z in zips for k in z}
     for key in zipped:
         if key not in table:
-            raise UserError(f"sweep.zip: '{key}' is not a sweep axis; add sweep.{key} = [...]")
+            raise UserError(
+                f"sweep.zip: '{key}' is not a sweep axis; add \"{key}\" = [...] to [sweep]"
+            )
     axes, done = [], set()
     for key in table:
         if key in done:
