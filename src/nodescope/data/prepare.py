@@ -110,17 +110,25 @@ def _idx_splits(data: Data) -> dict[str, HostSplit]:
     return out
 
 
-def _variant_key(spec: Spec, split: str) -> tuple:
-    """What decides a member's inputs of `split`; members with equal keys share them."""
-    train = split == "train"
-    test_sigma = spec.data.sigma if spec.data.sigma_test is None else spec.data.sigma_test
-    sigma = spec.data.sigma if train else test_sigma
-    noise = spec.noise.input_sigma_train if train else spec.noise.input_sigma_test
-    synthetic_key = (spec.data.seed, sigma) if spec.data.name == "synthetic_patterns" else ()
-    return (*synthetic_key, noise, spec.training.seed if noise > 0 else None)
+@dataclass(frozen=True)
+class InputVariant:
+    """What decides a member's inputs of one split; members with equal variants share them."""
+
+    sigma: float | None  # synthetic generator noise (None for IDX data)
+    input_noise: float
+    noise_seed: int | None  # the training seed, when input noise is drawn
+
+    @classmethod
+    def of(cls, spec: Spec, split: str) -> InputVariant:
+        train = split == "train"
+        data = spec.data
+        test_sigma = data.sigma if data.sigma_test is None else data.sigma_test
+        sigma = (data.sigma if train else test_sigma) if data.name == "synthetic_patterns" else None
+        noise = spec.noise.input_sigma_train if train else spec.noise.input_sigma_test
+        return cls(sigma, noise, spec.training.seed if noise > 0 else None)
 
 
-def _with_input_noise(x: np.ndarray, sigma: float, seed: int, split: str) -> np.ndarray:
+def _with_input_noise(x: np.ndarray, sigma: float, seed: int | None, split: str) -> np.ndarray:
     if sigma == 0:
         return x
     rng = numpy_rng(seed, "input_noise", SPLITS.index(split))
@@ -140,52 +148,53 @@ def _noisy_labels(labels: np.ndarray, fraction: float, n_classes: int, seed: int
     return targets, corrupted
 
 
+def _targets(specs: list[Spec], labels: np.ndarray, split: str, n_classes: int):
+    """Each member's labels of the split, and (train only) which ones label noise replaced."""
+    targets, corrupted = [], []
+    for spec in specs:
+        if split == "train" and spec.noise.label_fraction > 0:
+            t, c = _noisy_labels(labels, spec.noise.label_fraction, n_classes, spec.training.seed)
+        else:
+            t, c = labels, np.zeros(len(labels), dtype=bool)
+        targets.append(t)
+        corrupted.append(c)
+    return np.stack(targets), np.stack(corrupted)
+
+
 def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
-    """All splits of one group on `device`, one input variant per distinct key."""
+    """All splits of one group on `device`, one input block per distinct InputVariant."""
     first = specs[0].data
-    host: dict[tuple, HostSplit] = {}
-    shared = _idx_splits(first) if first.name != "synthetic_patterns" else None
-    splits, corrupted_rows = {}, []
-    for split in SPLITS:
-        if dict(zip(SPLITS, first.sizes(), strict=True))[split] == 0:
-            continue
-        keys, variants, variant_of = {}, [], []
+    idx_splits = _idx_splits(first) if first.name != "synthetic_patterns" else None
+    generated: dict[tuple[str, float], HostSplit] = {}
+    sizes = dict(zip(SPLITS, first.sizes(), strict=True))
+    splits, corrupted = {}, None
+    for split in (s for s in SPLITS if sizes[s] > 0):
+        index_of: dict[InputVariant, int] = {}
+        inputs, base = [], None
         for spec in specs:
-            key = _variant_key(spec, split)
-            if key not in keys:
-                if shared is not None:
-                    base = shared[split]
-                else:
-                    sigma = key[1]
-                    if (split, sigma) not in host:
-                        host[(split, sigma)] = _synthetic_split(spec.data, split, sigma)
-                    base = host[(split, sigma)]
-                noise = key[-2]
-                x = _with_input_noise(base.x, noise, spec.training.seed, split)
-                keys[key] = len(variants)
-                variants.append((x, base))
-            variant_of.append(keys[key])
-        base = variants[0][1]
-        targets = []
-        for spec in specs:
-            if split == "train" and spec.noise.label_fraction > 0:
-                t, c = _noisy_labels(
-                    base.labels, spec.noise.label_fraction, first.num_classes, spec.training.seed
-                )
-                corrupted_rows.append(c)
+            variant = InputVariant.of(spec, split)
+            if variant in index_of:
+                continue
+            if idx_splits is not None:
+                base = idx_splits[split]
             else:
-                t = base.labels
-                if split == "train":
-                    corrupted_rows.append(np.zeros(len(t), dtype=bool))
-            targets.append(t)
+                if (split, variant.sigma) not in generated:
+                    generated[split, variant.sigma] = _synthetic_split(first, split, variant.sigma)
+                base = generated[split, variant.sigma]
+            index_of[variant] = len(inputs)
+            inputs.append(_with_input_noise(base.x, variant.input_noise, variant.noise_seed, split))
+        targets, replaced = _targets(specs, base.labels, split, first.num_classes)
+        if split == "train" and any(s.noise.label_fraction > 0 for s in specs):
+            corrupted = replaced
         splits[split] = SplitData(
-            x=torch.from_numpy(np.stack([v[0] for v in variants])).to(device),
-            variant=torch.tensor(variant_of, device=device),
+            x=torch.from_numpy(np.stack(inputs)).to(device),
+            variant=torch.tensor(
+                [index_of[InputVariant.of(s, split)] for s in specs], device=device
+            ),
             labels=torch.from_numpy(base.labels).to(device),
-            targets=torch.from_numpy(np.stack(targets)).to(device),
+            targets=torch.from_numpy(targets).to(device),
             patterns=None if base.patterns is None else torch.from_numpy(base.patterns).to(device),
         )
-    any_noise = any(s.noise.label_fraction > 0 for s in specs)
     cents = None
     if first.name == "synthetic_patterns":
         cents = synthetic.centroids(synthetic_masks(first), first.n_dim, first.delta)
@@ -193,6 +202,6 @@ def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
         splits=splits,
         n_classes=first.num_classes,
         class_names=first.class_names(),
-        corrupted=np.stack(corrupted_rows) if any_noise else None,
+        corrupted=corrupted,
         centroids=cents,
     )
