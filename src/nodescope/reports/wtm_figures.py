@@ -77,6 +77,17 @@ def _legend_by_label(fig, axes, **kwargs) -> None:
         fig.legend([handles[k] for k in labels], labels, fontsize="small", **kwargs)
 
 
+def _finish_pattern_grid(fig, axes, colors: dict, title: str):
+    """Axis labels, one legend entry per class and the title of a grid of pattern curves."""
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean pre-activation $\\mu_k$")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    _legend_by_label(fig, axes, loc="outside lower center", ncols=len(colors))
+    fig.suptitle(title)
+    return fig
+
+
 def _accuracy_rows(acc: xr.DataArray, dims: list[str]):
     """(title, row labels, row name, values (rows, sigma_test)) per heat map of Fig. 1."""
     if "sigma" in dims:
@@ -191,15 +202,13 @@ def wtm_pattern_preactivations_figure(ds: xr.Dataset, n_top: int = 3):
             ax.set_title(
                 (f"{head}\n" if head else "") + f"rank {rank} (node {node})", fontsize="medium"
             )
-        axes[row, 0].set_ylabel("mean pre-activation $\\mu_k$")
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    _legend_by_label(fig, axes, loc="outside lower center", ncols=len(colors))
-    fig.suptitle(
+    return _finish_pattern_grid(
+        fig,
+        axes,
+        colors,
         "Mean pre-activation of every pattern in the top neurons (largest |w_out|)"
-        + ("\nfirst seed" if "seed" in ds.dims else "")
+        + ("\nfirst seed" if "seed" in ds.dims else ""),
     )
-    return fig
 
 
 def wtm_final_distributions_figure(ds: xr.Dataset):
@@ -304,15 +313,13 @@ def wtm_ablations_figure(ds: xr.Dataset):
                 f"{tag}" + (f"\n{detail}" if detail else "") + (f"\n{label}" if label else ""),
                 fontsize="medium",
             )
-        axes[row, 0].set_ylabel("mean pre-activation $\\mu_k$")
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    _legend_by_label(fig, axes, loc="outside lower center", ncols=len(colors))
-    fig.suptitle(
+    return _finish_pattern_grid(
+        fig,
+        axes,
+        colors,
         "Ablations: mean pre-activation of every pattern in the top neuron"
-        + (", first seed" if "seed" in ds.dims else "")
+        + (", first seed" if "seed" in ds.dims else ""),
     )
-    return fig
 
 
 def wtm_difficulty_figure(ds: xr.Dataset):
