@@ -8,11 +8,11 @@ paper's description (Carbonnelle & De Vleeschouwer; authors' Keras layca_optimiz
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
+from tiny_specs import tiny_spec_dict
 from torch import nn
 
 from nodescope.optim.stacked import StackedOptimiser
@@ -413,23 +413,15 @@ def test_lr_scale(milestones, factor, epoch, expected):
 
 
 def _schedule_spec(schedule):
-    d = {
-        "experiment": {"name": "sched"},
-        "data": {
-            "name": "synthetic_patterns",
-            "n_dim": 40,
-            "n_patterns": 4,
-            "pattern_length": 3,
-            "train_size": 200,
-            "val_size": 0,
-            "test_size": 100,
-        },
-        "model": {"width": 16},
-        "optimiser": {"name": "sgd", "lr": 0.5, "schedule": schedule},
-        "training": {"loss": "ce", "epochs": 3, "batch_size": 32},
-        "checkpoints": {"every": 1},
-    }
-    return validate_dict(copy.deepcopy(d), "test")
+    d = tiny_spec_dict(
+        **{
+            "data.val_size": 0,
+            "optimiser": {"name": "sgd", "lr": 0.5, "schedule": schedule},
+            "checkpoints": {"every": 1},
+            "probes": {"curves": {}},
+        }
+    )
+    return validate_dict(d, "test")
 
 
 def test_schedule_applies_from_milestone_epoch_in_training():

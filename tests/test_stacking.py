@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny_specs import tiny_spec_dict
 
 import nodescope.runner.train as train_module
 from nodescope.data.prepare import build_group_data
@@ -32,22 +33,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-BASE = {
-    "experiment": {"name": "stacking"},
-    "data": {
-        "name": "synthetic_patterns",
-        "n_dim": 40,
-        "n_patterns": 4,
-        "pattern_length": 3,
-        "train_size": 200,
-        "val_size": 0,
-        "test_size": 100,
-    },
-    "model": {"width": 16},
-    "optimiser": {"name": "adam", "lr": 0.01},
-    "training": {"loss": "ce", "epochs": 3, "batch_size": 32},
-    "checkpoints": {"every": 1},
-}
+BASE = tiny_spec_dict(**{"data.val_size": 0, "checkpoints": {"every": 1}, "probes": {"curves": {}}})
 
 
 def make(sweep: dict | None = None, **overrides):
