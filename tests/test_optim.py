@@ -23,13 +23,7 @@ from nodescope.spec.load import validate_dict
 E = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SHAPES = [((E, 6, 5), "weight"), ((E, 1, 5), "bias"), ((E, 5, 2), "weight"), ((E, 1, 2), "bias")]

@@ -24,13 +24,7 @@ from nodescope.spec.load import apply_override, validate_dict
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BASE = tiny_spec_dict(**{"data.val_size": 0, "checkpoints": {"every": 1}, "probes": {"curves": {}}})
