@@ -20,4 +20,25 @@ def open(run_dir: str | Path):  # noqa: A001 - the name users expect, like xr.op
     return open_run(run_dir)
 
 
-__all__ = ["__version__", "open"]
+def load_model(run_dir: str | Path, epoch: float | str = "final", **coords):
+    """One trained member as a plain torch `nn.Sequential` (needs checkpoints.weights)."""
+    from .results.models import load_model as load
+
+    return load(run_dir, epoch, **coords)
+
+
+def load_stacked(run_dir: str | Path, epoch: float | str = "final", **coords):
+    """The stacked model of the group holding the matching members (needs checkpoints.weights)."""
+    from .results.models import load_stacked as load
+
+    return load(run_dir, epoch, **coords)
+
+
+def add_probe(run_dir: str | Path, name: str, options: list[str] = (), device: str = "auto"):
+    """Compute probe `name` from the stored weights and add it to the results."""
+    from .results.replay import add_probe as add
+
+    return add(run_dir, name, list(options), device)
+
+
+__all__ = ["__version__", "add_probe", "load_model", "load_stacked", "open"]

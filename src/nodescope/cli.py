@@ -112,6 +112,19 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from .results.replay import add_probe
+
+    written = add_probe(
+        args.run_dir, args.add, args.options, args.device or "auto", log=console.print
+    )
+    console.print(
+        f"{args.add}: added to {len(written)} group file(s) in {args.run_dir}; "
+        f"`nodescope report {args.run_dir}` shows it"
+    )
+    return 0
+
+
 def cmd_fetch(args) -> int:
     from .data.fetch import fetch
 
@@ -148,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "probe", help="add a probe to a finished run, computed from its stored weights"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--add", required=True, metavar="NAME", help="the probe to add")
+    p.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a probe option, e.g. --set split=test (repeatable)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("fetch", help="fill the data folder with MNIST or Fashion-MNIST")
     p.add_argument("name", choices=["mnist", "fashion-mnist", "fashion_mnist"])

@@ -1,5 +1,6 @@
 """Probes: pure tensor functions plus a thin Probe wrapper per family."""
 
+from .activation_gap_probes import ActivationGapsProbe
 from .base import EvalBatch, Probe, ProbeContext
 from .curves import CurvesProbe
 from .sample_set_probes import ActivationFractionProbe, SampleSetsProbe
@@ -20,6 +21,7 @@ PROBES: dict[str, type[Probe]] = {
         GradSignProbe,
         DifficultyProbe,
         NoiseRobustnessProbe,
+        ActivationGapsProbe,
     )
 }
 

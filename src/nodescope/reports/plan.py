@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.tree import Tree
 
 from ..spec import Group, Spec, checkpoint_steps
-from ..spec.size import estimated_bytes
+from ..spec.size import BYTES_PER_VALUE, estimated_bytes, gap_pairs, values_per_member
 
 
 def _human_bytes(n: float) -> str:
@@ -50,6 +50,12 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
     tree.add(f"checkpoints: {len(steps)} (steps {steps[0]} … {steps[-1]})")
     probes = [name for name, _ in spec.probes.enabled()]
     tree.add(f"probes: {', '.join(probes) or 'none'}")
+    if spec.probes.activation_gaps:
+        per_member = values_per_member(spec)["activation_gaps"] * BYTES_PER_VALUE
+        tree.add(
+            f"activation_gaps: at most {gap_pairs(spec.probes.activation_gaps)} sample pairs "
+            f"per member ({_human_bytes(per_member)} per member)"
+        )
     sweep = tree.add(f"sweep: {n_members} members in {len(groups)} stacked groups")
     for g in groups:
         sweep.add(f"group {g.index}: {len(g.members)} members ({_coords_text(g.members)})")

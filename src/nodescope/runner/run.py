@@ -75,6 +75,7 @@ def run_group_task(
     """Train one group and store it; the same task runs in-process or on a Dask worker."""
     import torch
 
+    from ..results.weights import weights_path
     from .store import group_dataset, write_atomic
     from .train import train_group
 
@@ -87,6 +88,10 @@ def run_group_task(
             f"out of memory training group {group_index} ({len(group.members)} members) on "
             f"{device}; set device.max_group_size to a smaller number"
         ) from None
+    if result.weights is not None:  # before the results: a stored group has its weights
+        path = weights_path(Path(run_dir), group.index)
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(result.weights, path)
     path = group_path(Path(run_dir), group)
     write_atomic(group_dataset(spec, group, result, device_name(device)), path)
     return str(path)

@@ -17,7 +17,9 @@ from ..metrics.base import TrainStep, variable
 from ..models.loss import n_outputs, per_sample_loss, predictions
 from ..models.mlp import StackedMLP
 from ..optim.stacked import StackedOptimiser
+from ..results.weights import WeightSnapshots
 from ..spec import Group, checkpoint_steps
+from ..spec.checkpoints import weight_steps
 
 Progress = Callable[[int, int, float], None]  # (step, total_steps, mean loss)
 
@@ -32,6 +34,7 @@ class GroupRun:
     widths: list[int]
     class_names: list[str]
     wall_time: float
+    weights: xr.Dataset | None = None  # stored parameters (checkpoints.weights)
 
 
 def eval_batches(
@@ -202,9 +205,16 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     total = spec.training.epochs * spe
     orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
 
+    snapshots = WeightSnapshots(weight_steps(spec), spe) if spec.checkpoints.weights else None
+
+    def checkpoint(at: int) -> None:
+        record_checkpoint(model, data, probes, ck_of[at], loss_kind, chunk)
+        if snapshots:
+            snapshots.at_checkpoint(model, at)
+
     step, last_loss = 0, float("nan")
     if 0 in ck_of:
-        record_checkpoint(model, data, probes, ck_of[0], loss_kind, chunk)
+        checkpoint(0)
     model.train()
     for epoch in range(spec.training.epochs):
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
@@ -224,7 +234,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), rules.mask)
             step += 1
             if step in ck_of:
-                record_checkpoint(model, data, probes, ck_of[step], loss_kind, chunk)
+                checkpoint(step)
             if progress and (step % 10 == 0 or step == total):
                 last_loss = float(loss.detach().mean())
                 progress(step, total, last_loss)
@@ -234,10 +244,12 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             # they would if a still-training member had kept the group going.
             for later in steps:
                 if later > step:
-                    record_checkpoint(model, data, probes, ck_of[later], loss_kind, chunk)
+                    checkpoint(later)
             break
     rules.finish()
     model.eval()
+    if snapshots:
+        snapshots.final(model, step)
     with torch.no_grad():
         for probe in probes:
             probe.on_end(model)
@@ -255,6 +267,21 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         "epoch",
         "epoch at whose end a stop rule froze the member (NaN: trained all epochs)",
     )
+    if rules.early:
+        variables["best_val_error"] = variable(
+            ("member",),
+            rules.best_error.numpy(),
+            "best validation error",
+            "1",
+            "lowest val-split error over the epochs; early stopping restored these weights",
+        )
+        variables["best_epoch"] = variable(
+            ("member",),
+            rules.best_epoch,
+            "best epoch",
+            "epoch",
+            "epoch at whose end the member reached best_val_error (its restored weights)",
+        )
     if data.corrupted is not None:
         variables["label_corrupted"] = variable(
             ("member", "train_sample"),
@@ -271,7 +298,8 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         "s",
         "wall-clock seconds to train and probe the stacked group the member belongs to",
     )
-    return GroupRun(variables, steps, spe, model.widths, data.class_names, wall)
+    weights = snapshots.dataset(group) if snapshots else None
+    return GroupRun(variables, steps, spe, model.widths, data.class_names, wall, weights)
 
 
 def _final_metrics(model, data, loss_kind, chunk) -> dict[str, xr.DataArray]:

@@ -34,3 +34,31 @@ def checkpoint_steps(spec: Spec) -> list[int]:
     if ck.final:
         steps.add(last)
     return sorted(s for s in steps if 0 <= s <= last)
+
+
+def weight_steps(spec: Spec) -> list[int]:
+    """Checkpoint steps at which `checkpoints.weights` stores the members' parameters.
+
+    true: every checkpoint; "final" or false: none (the trained network is stored apart
+    whenever weights are on); a list of epochs: the checkpoints at those epochs, which must
+    be checkpoints of the schedule.
+    """
+    wanted = spec.checkpoints.weights
+    steps = checkpoint_steps(spec)
+    if wanted is True:
+        return steps
+    if wanted is False or wanted == "final":
+        return []
+    spe = spec.steps_per_epoch()
+    chosen = []
+    for epoch in wanted:
+        step = max(1, round(epoch * spe)) if epoch > 0 else 0
+        if step not in steps:
+            from ..errors import UserError
+
+            raise UserError(
+                f"checkpoints.weights: epoch {epoch:g} is not a checkpoint; add it to "
+                "checkpoints.at or choose one of the scheduled checkpoints"
+            )
+        chosen.append(step)
+    return sorted(set(chosen))

@@ -110,7 +110,38 @@ def resolved_toml(spec: Spec) -> str:
     return dump_toml(spec.model_dump(mode="json"))
 
 
+# Keys that cannot change what a run stores: where and how fast it runs, and free text.
+NOT_RESULTS = (("experiment", "description"), ("training", "eval_chunk"), ("device", None))
+
+
+def result_identity(spec: Spec) -> dict:
+    """The resolved spec without the keys that cannot change results (NOT_RESULTS)."""
+    data = spec.model_dump(mode="json")
+    for table, key in NOT_RESULTS:
+        if key is None:
+            data.pop(table, None)
+        else:
+            data.get(table, {}).pop(key, None)
+    return data
+
+
 def spec_hash(spec: Spec) -> str:
-    """Short SHA-256 of the resolved spec (defaults filled in, key order fixed)."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    """Short SHA-256 of what decides a spec's results (defaults filled in, key order
+    fixed; description, eval_chunk and device settings left out)."""
+    canonical = json.dumps(result_identity(spec), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def spec_differences(old: Spec, new: Spec) -> list[str]:
+    """Dotted paths whose values differ between two specs' result identities."""
+    out: list[str] = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            out.append(path)
+
+    walk(result_identity(old), result_identity(new), "")
+    return out

@@ -216,6 +216,9 @@ class Checkpoints(Strict):
     every: Annotated[float, Field(gt=0)] | None = None
     at: list[Annotated[float, Field(ge=0)]] = []
     first_epoch_every_step: bool = False
+    # Store every member's parameters: true (at every checkpoint), "final" (the trained
+    # network only) or a list of checkpoint epochs. The final network is always stored.
+    weights: bool | Literal["final"] | list[Annotated[float, Field(ge=0)]] = False
 
 
 class CurvesProbe(Strict):
@@ -250,6 +253,37 @@ class NoiseRobustnessProbe(Strict):
     n_samples: PositiveInt | None = None  # synthetic: samples per test set (default test_size)
 
 
+class ActivationGapsProbe(Strict):
+    """Activation and weight gaps of the 2-node summary layer (activation gap paper)."""
+
+    split: Literal["train", "val", "test"] = "test"
+    n_samples: PositiveInt = 300  # correctly classified samples; all their cross-class pairs
+    n_misclassified: NonNegativeInt = 50  # misclassified samples, paired with all the others
+    seed: int = 0
+
+    def check_model(self, spec: Spec) -> None:
+        """The gap conditions need exactly this architecture; one line says why not."""
+        m = spec.model
+        checks = [
+            (m.summary_width != 2, "needs model.summary_width = 2 (the 2-node summary layer)"),
+            (
+                m.output_bias,
+                "needs model.output_bias = false: with an output bias the gap conditions "
+                "(Eqs. 9-18) no longer decide the classification",
+            ),
+            (m.activation != "relu", "needs activation = 'relu' (the gap conditions use a >= 0)"),
+            (m.batch_norm, "needs batch_norm = false (weight normalisation does not fold it)"),
+            (spec.training.loss == "bce", "needs one output per class: use loss = 'ce'"),
+            (
+                spec.data.sizes()[("train", "val", "test").index(self.split)] == 0,
+                f"reads the {self.split} split, which is empty; choose another split",
+            ),
+        ]
+        for failed, reason in checks:
+            if failed:
+                raise ValueError(f"probe activation_gaps {reason}")
+
+
 class Probes(Strict):
     """Probes to record. A table (even empty) switches a probe on with those options;
     `curves` is on unless set to false."""
@@ -261,6 +295,7 @@ class Probes(Strict):
     grad_sign: GradSignProbe | None = None
     difficulty: DifficultyProbe | None = None
     noise_robustness: NoiseRobustnessProbe | None = None
+    activation_gaps: ActivationGapsProbe | None = None
 
     def enabled(self) -> list[tuple[str, BaseModel]]:
         return [(name, opts) for name, opts in self if opts]
@@ -293,6 +328,8 @@ class Spec(Strict):
         train, val, _ = self.data.sizes()
         if self.training.early_stopping and val == 0:
             raise ValueError("early_stopping needs a validation split: set data.val_size > 0")
+        if self.probes.activation_gaps:
+            self.probes.activation_gaps.check_model(self)
         return self
 
     def batch_size(self) -> int:

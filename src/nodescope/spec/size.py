@@ -33,7 +33,20 @@ def values_per_member(spec: Spec) -> dict[str, int]:
         sizes["difficulty"] = train + 2 * t
     if probes.noise_robustness:
         sizes["noise_robustness"] = len(probes.noise_robustness.sigma_test)
+    if probes.activation_gaps:
+        # per pair: 6 indices and flags; before and after normalisation 2 α, 2 φ, 4 conditions
+        pairs = gap_pairs(probes.activation_gaps)
+        sizes["activation_gaps"] = pairs * (6 + 2 * 8) + 2 * 2 * 4 + 2 + 2 * 2 * classes + 1
+    if spec.training.early_stopping:
+        sizes["final"] += 2  # best_val_error, best_epoch
     return sizes
+
+
+def gap_pairs(options) -> int:
+    """Most sample pairs the activation_gaps probe stores per member: every pair of its
+    correctly classified and misclassified samples (cross-class pairs only, in fact)."""
+    n = options.n_samples + options.n_misclassified
+    return n * (n - 1) // 2
 
 
 def estimated_bytes(spec: Spec, n_members: int) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
+from .checkpoints import weight_steps
 from .load import apply_override, spec_hash, validate_dict
 from .model import Spec
 
@@ -155,4 +156,6 @@ def plan(spec: Spec) -> list[Group]:
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             groups.append(Group(len(groups), chunk, chunk[0].spec))
+    for group in groups:
+        weight_steps(group.spec)  # a weights epoch that is no checkpoint is a spec error
     return groups
