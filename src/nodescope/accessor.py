@@ -101,5 +101,21 @@ class NodescopeAccessor:
         return out
 
     def node_counts(self, name: str) -> xr.DataArray:
-        """Number of nodes per layer flagged by `dead` or `always_active`."""
-        return (self._ds[name] == 1).sum("node")
+        """Number of nodes per layer flagged by `dead` or `always_active`; NaN for layers a
+        member does not have."""
+        counts = (self._ds[name] == 1).sum("node")
+        if "layer_width" in self._ds.coords:
+            counts = counts.where(self._ds["layer_width"] > 0)
+        return counts
+
+    def at_epoch(self, epoch: float) -> xr.Dataset:
+        """The checkpoint nearest to `epoch`; warns when it is not exactly there. The chosen
+        checkpoint is in the result's `epoch` coordinate and its `at_epoch` attribute."""
+        import warnings
+
+        ds = self._ds.sel(epoch=epoch, method="nearest")
+        took = float(ds.epoch)
+        ds.attrs["at_epoch"] = f"asked for epoch {epoch:g}, took the checkpoint at epoch {took:g}"
+        if not np.isclose(took, epoch):
+            warnings.warn(ds.attrs["at_epoch"], stacklevel=2)
+        return ds

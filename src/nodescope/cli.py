@@ -52,7 +52,7 @@ def cmd_run(args) -> int:
 
     spec, text = load_spec(args.spec, args.overrides)
     device = args.device or spec.device.type
-    rp = prepare_run(spec, text, args.out, args.fresh)
+    rp = prepare_run(spec, text, args.out, args.fresh, args.overrides, args.command_line)
     n_members = sum(len(g.members) for g in rp.groups)
     skipped = len(rp.groups) - len(rp.todo)
     console.print(
@@ -85,9 +85,11 @@ def cmd_run(args) -> int:
 def _print_report(ds) -> None:
     """The summary table, then the sample-set and winner-take-most panels the run has."""
     from .reports.sample_sets import sample_set_panel
-    from .reports.summary import summary_table
+    from .reports.summary import provenance_lines, summary_table
     from .reports.winner_take_most import accuracy_grid_panel, wtm_panel
 
+    for line in provenance_lines(ds):
+        console.print(line, highlight=False)
     console.print(summary_table(ds))
     for panel in (sample_set_panel(ds), accuracy_grid_panel(ds), wtm_panel(ds)):
         if panel is not None:
@@ -186,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = ["nodescope", *argv]
     try:
         return args.func(args)
     except UserError as exc:

@@ -15,6 +15,29 @@ def _fmt(value: float, pct: bool = False) -> str:
     return f"{100 * value:.1f}%" if pct else f"{value:.4f}"
 
 
+def provenance_lines(ds: xr.Dataset) -> list[str]:
+    """What the reader should know before the numbers: the spec's description, the --set
+    overrides it ran with, and groups that are not stored yet."""
+    from rich.markup import escape
+
+    from ..spec.toml_io import tomllib
+
+    lines = []
+    try:
+        spec = tomllib.loads(ds.attrs.get("resolved_spec", ""))
+    except tomllib.TOMLDecodeError:
+        spec = {}
+    description = spec.get("experiment", {}).get("description", "")
+    if description:
+        lines.append(escape(description.strip()))
+    overrides = json.loads(ds.attrs.get("overrides", "[]"))
+    if overrides:
+        lines.append("overrides: " + escape(" ".join(f"--set {o}" for o in overrides)))
+    if "partial" in ds.attrs:
+        lines.append(f"[yellow]partial:[/] {escape(ds.attrs['partial'])}")
+    return lines
+
+
 def summary_table(ds: xr.Dataset) -> Table:
     """One row per member: sweep coordinates, final loss and accuracy per split, wall time."""
     dims = json.loads(ds.attrs.get("sweep_dims", "[]"))

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..spec import Group, Spec, checkpoint_steps, plan, resolved_toml
 from ..spec.load import apply_override, parse_overrides, validate_dict
 from .folder import RESOLVED_NAME, read_resolved_spec
+from .lazy import NETCDF_LOCK
 from .weights import build_stacked, read_state, snapshot_table, training_hash, weights_path
 
 
@@ -96,7 +97,7 @@ def replay_group(spec: Spec, group: Group, name: str, run_dir: Path, device) -> 
             f"{run_dir}: no stored weights for group {group.index}; probes can be added "
             "after training only to runs made with checkpoints.weights = true"
         )
-    with xr.open_dataset(wpath, engine="netcdf4") as ds:
+    with NETCDF_LOCK, xr.open_dataset(wpath, engine="netcdf4") as ds:
         if ds.attrs.get("training_hash") != training_hash(group):
             raise UserError(f"{wpath}: weights of another spec; run the spec again")
     torch.set_flush_denormal(True)
@@ -135,7 +136,7 @@ def _store(path: Path, spec: Spec, group: Group, variables: dict, name: str, dev
     from ..runner.store import group_dataset, write_atomic
     from ..runner.train import GroupRun
 
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
         existing = ds.load()
     widths = existing["layer_width"].values.tolist() if "layer_width" in existing else []
     labels = existing["label_name"].values.tolist() if "label_name" in existing else []

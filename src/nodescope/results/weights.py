@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import UserError
 from ..models.mlp import BN_EPS, BN_MOMENTUM, StackedMLP
 from ..spec import Group, Spec
+from .lazy import NETCDF_LOCK
 
 WEIGHTS_DIR = "weights"
 
@@ -86,7 +87,7 @@ class WeightSnapshots:
 
 def read_state(path: Path, snapshot: int) -> dict[str, torch.Tensor]:
     """The stacked model's state dict at one snapshot of a weights file."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
         return {
             var.attrs["state_key"]: torch.from_numpy(np.asarray(var.isel(snapshot=snapshot).values))
             for var in ds.data_vars.values()
@@ -95,7 +96,7 @@ def read_state(path: Path, snapshot: int) -> dict[str, torch.Tensor]:
 
 def snapshot_table(path: Path) -> xr.Dataset:
     """The snapshot coordinates (step, epoch, kind) of a weights file, and its attributes."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
         return ds[["step", "epoch", "kind"]].drop_vars([], errors="ignore").load()
 
 
@@ -133,7 +134,7 @@ def load_group_model(spec: Spec, group: Group, run_dir: Path, epoch: float | str
             f"{run_dir}: no stored weights for group {group.index}; run the spec with "
             'checkpoints.weights = true (or "final") to keep them'
         )
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
         stored = ds.attrs.get("training_hash")
     if stored != training_hash(group):
         raise UserError(

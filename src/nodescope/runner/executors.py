@@ -14,7 +14,9 @@ def run_local(rp: RunPlan, device: str, progress_for: ProgressFactory | None = N
     paths = []
     for group in rp.todo:
         progress = progress_for(group.index, len(group.members)) if progress_for else None
-        paths.append(run_group_task(rp.spec, group.index, str(rp.run_dir), device, progress))
+        paths.append(
+            run_group_task(rp.spec, group.index, str(rp.run_dir), device, progress, rp.context)
+        )
     return paths
 
 
@@ -33,7 +35,14 @@ def run_dask(rp: RunPlan, device: str, scheduler: str | None) -> list[str]:
     with client:
         futures = [
             client.submit(
-                run_group_task, rp.spec, g.index, str(rp.run_dir.resolve()), device, pure=False
+                run_group_task,
+                rp.spec,
+                g.index,
+                str(rp.run_dir.resolve()),
+                device,
+                None,
+                rp.context,
+                pure=False,
             )
             for g in rp.todo
         ]

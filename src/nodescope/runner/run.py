@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..results.folder import OVERRIDES_NAME, RESOLVED_NAME, SPEC_NAME
 from ..spec import Group, Spec, plan, resolved_toml, spec_hash
 from .store import GROUP_GLOB, group_path, stored_hash
-
-RESOLVED_NAME = "resolved_spec.toml"
 
 
 @dataclass
@@ -20,6 +19,7 @@ class RunPlan:
     run_dir: Path
     groups: list[Group]
     todo: list[Group]  # groups without a stored result for the same resolved spec
+    context: dict[str, str] = field(default_factory=dict)  # provenance of the invocation
 
 
 def resolve_device(requested: str):
@@ -40,29 +40,61 @@ def device_name(device) -> str:
     return "cpu"
 
 
-def prepare_run(spec: Spec, spec_text: str, out: str | Path | None, fresh: bool) -> RunPlan:
+def _check_same_spec(run_dir: Path, spec: Spec) -> None:
+    """Refuse to mix results of two specs in one folder; a folder without stored groups
+    (a run that failed before its first group finished) may take any spec."""
+    from ..spec.load import spec_differences, validate_dict
+    from ..spec.toml_io import read_toml
+
+    resolved = run_dir / RESOLVED_NAME
+    if not resolved.exists() or not any(run_dir.glob(GROUP_GLOB)):
+        return
+    old = validate_dict(read_toml(resolved)[0], str(resolved))
+    if spec_hash(old) != spec_hash(spec):
+        changed = spec_differences(old, spec)
+        shown = ", ".join(changed[:4]) + (
+            f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        )
+        raise UserError(
+            f"{run_dir} holds results of a different spec (changed: {shown}); pass --fresh "
+            "to replace them or --out DIR to keep both"
+        )
+
+
+def prepare_run(
+    spec: Spec,
+    spec_text: str,
+    out: str | Path | None,
+    fresh: bool,
+    overrides: list[str] = (),
+    command: list[str] | None = None,
+) -> RunPlan:
     """Create the results folder and decide which groups still need training."""
+    from ..results.provenance import invocation
+    from ..spec.toml_io import dump_toml
+
     run_dir = Path(out) if out else Path("runs") / spec.experiment.name
     groups = plan(spec)
-    resolved = run_dir / RESOLVED_NAME
-    if resolved.exists() and not fresh:
-        from ..spec.load import validate_dict
-        from ..spec.toml_io import read_toml
-
-        old = validate_dict(read_toml(resolved)[0], str(resolved))
-        if spec_hash(old) != spec_hash(spec):
-            raise UserError(
-                f"{run_dir} holds results of a different spec; pass --fresh to replace them "
-                "or --out DIR to keep both"
-            )
+    if not fresh:
+        _check_same_spec(run_dir, spec)
     if fresh and run_dir.exists():
         for f in run_dir.glob(GROUP_GLOB):
             f.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.toml").write_text(spec_text)
-    resolved.write_text(resolved_toml(spec) + "\n")
+    (run_dir / SPEC_NAME).write_text(spec_text)
+    (run_dir / RESOLVED_NAME).write_text(resolved_toml(spec) + "\n")
+    overrides_file = run_dir / OVERRIDES_NAME
+    if overrides:
+        overrides_file.write_text(
+            "# --set overrides applied to spec.toml; resolved_spec.toml holds the result\n"
+            + dump_toml({"set": list(overrides)})
+            + "\n"
+        )
+    elif overrides_file.exists():
+        overrides_file.unlink()
     todo = [g for g in groups if stored_hash(group_path(run_dir, g)) != g.hash]
-    return RunPlan(spec, spec_text, run_dir, groups, todo)
+    context = {**invocation(list(overrides), command), "spec_as_given": spec_text}
+    return RunPlan(spec, spec_text, run_dir, groups, todo, context)
 
 
 def run_group_task(
@@ -71,16 +103,20 @@ def run_group_task(
     run_dir: str,
     device_request: str,
     progress: Callable | None = None,
+    context: dict[str, str] | None = None,
 ) -> str:
-    """Train one group and store it; the same task runs in-process or on a Dask worker."""
+    """Train one group and store it; the same task runs in-process or on a Dask worker.
+    `context` is the invocation's provenance (RunPlan.context)."""
     import torch
 
+    from ..results.provenance import group_provenance, timestamp
     from ..results.weights import weights_path
     from .store import group_dataset, write_atomic
     from .train import train_group
 
     group = plan(spec)[group_index]
     device = resolve_device(device_request)
+    started = timestamp()
     try:
         result = train_group(group, device, progress)
     except torch.OutOfMemoryError:
@@ -93,7 +129,8 @@ def run_group_task(
         path.parent.mkdir(exist_ok=True)
         write_atomic(result.weights, path)
     path = group_path(Path(run_dir), group)
-    write_atomic(group_dataset(spec, group, result, device_name(device)), path)
+    provenance = group_provenance(spec, device, started, context or {})
+    write_atomic(group_dataset(spec, group, result, device_name(device), provenance), path)
     return str(path)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +19,6 @@ def group_path(run_dir: Path, group: Group) -> Path:
     return run_dir / f"group-{group.index:03d}.nc"
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def sweep_layout(spec: Spec) -> tuple[list[str], dict[str, str]]:
     """Sweep dimension names, and zipped coordinates -> the dimension they ride on."""
     dims, riders = [], {}
@@ -45,12 +29,11 @@ def sweep_layout(spec: Spec) -> tuple[list[str], dict[str, str]]:
     return dims, riders
 
 
-def group_dataset(spec: Spec, group: Group, run, device_name: str) -> xr.Dataset:
-    """The labelled Dataset of one trained group (`run` is a runner.train.GroupRun)."""
-    import torch
-
-    import nodescope
-
+def group_dataset(
+    spec: Spec, group: Group, run, device_name: str, provenance: dict[str, str] | None = None
+) -> xr.Dataset:
+    """The labelled Dataset of one trained group (`run` is a runner.train.GroupRun);
+    `provenance` holds the attributes of results.provenance.group_provenance."""
     ds = xr.Dataset(run.variables)
     members = group.members
     coords = {"member": [m.index for m in members]}
@@ -61,7 +44,7 @@ def group_dataset(spec: Spec, group: Group, run, device_name: str) -> xr.Dataset
     coords["step"] = ("epoch", steps)
     if "layer" in ds.dims:
         coords["layer"] = np.arange(1, len(run.widths) + 1)
-        coords["layer_width"] = ("layer", run.widths)
+        coords["layer_width"] = (("member", "layer"), np.tile(run.widths, (len(members), 1)))
     if "node" in ds.dims:
         coords["node"] = np.arange(ds.sizes["node"])
     if "label" in ds.dims:
@@ -71,10 +54,7 @@ def group_dataset(spec: Spec, group: Group, run, device_name: str) -> xr.Dataset
         if dim not in coords and dim not in ds.coords:
             coords[dim] = np.arange(ds.sizes[dim])
     ds = ds.assign_coords(coords)
-    ds["epoch"].attrs.update(
-        long_name="epoch", units="epoch", description="checkpoint position: step / steps_per_epoch"
-    )
-    ds["step"].attrs.update(long_name="optimiser step", units="1")
+    describe_coordinates(ds, spec)
     dims, riders = sweep_layout(spec)
     ds.attrs.update(
         experiment=spec.experiment.name,
@@ -84,14 +64,45 @@ def group_dataset(spec: Spec, group: Group, run, device_name: str) -> xr.Dataset
         group_index=group.index,
         sweep_dims=json.dumps(dims),
         sweep_riders=json.dumps(riders),
-        nodescope_version=nodescope.__version__,
-        torch_version=torch.__version__,
-        python_version=platform.python_version(),
         device=device_name,
-        git_commit=git_commit(),
         wall_time_s=run.wall_time,
+        **(provenance or {}),
     )
     return ds
+
+
+COORDINATE_ATTRS = {
+    "member": ("member", "1", "index of the member in the spec's sweep order"),
+    "epoch": ("epoch", "epoch", "checkpoint position: step / steps_per_epoch"),
+    "step": ("optimiser step", "1", "optimiser steps taken before the checkpoint"),
+    "layer": ("hidden layer", "1", "hidden layer, 1 = first after the input"),
+    "layer_width": (
+        "layer width",
+        "1",
+        "nodes in the member's hidden layer (0: the member has no such layer)",
+    ),
+    "node": ("node", "1", "node index inside its layer; beyond layer_width values are NaN"),
+    "label": ("class", "1", "class label"),
+    "label_name": ("class name", "1", "name of the class label"),
+    "split": ("data split", "1", "train, val (carved from the training set) or test"),
+}
+
+
+def describe_coordinates(ds: xr.Dataset, spec: Spec) -> None:
+    """long_name, units and description on every coordinate; sweep coordinates name the
+    spec path they sweep."""
+    paths = {}
+    for axis in sweep_axes(spec):
+        for path in axis.paths:
+            name = axis.dim if path == axis.paths[0] else path.split(".")[-1]
+            paths[name] = path
+    for name in ds.coords:
+        if name in paths:
+            attrs = (name, "1", f"sweep axis: the spec value {paths[name]}")
+        else:
+            attrs = COORDINATE_ATTRS.get(name, (name, "1", f"index along {name}"))
+        long_name, units, description = attrs
+        ds[name].attrs.update(long_name=long_name, units=units, description=description)
 
 
 def write_atomic(ds: xr.Dataset, path: Path) -> None:
@@ -102,37 +113,88 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
         for name, var in ds.data_vars.items()
         if var.dtype.kind in "fiub"
     }
-    ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+    from ..results.lazy import NETCDF_LOCK
+
+    with NETCDF_LOCK:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
     os.replace(tmp, path)
 
 
 def stored_hash(path: Path) -> str | None:
+    """The group hash a group file was written with (None: missing or unreadable)."""
+    from ..results.lazy import read_attrs
+
     try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
-            return ds.attrs.get("group_hash")
-    except (OSError, ValueError):
+        return read_attrs(path).get("group_hash")
+    except (OSError, ValueError, RuntimeError):
         return None
 
 
-def _load_group(path: Path) -> xr.Dataset:
+BOOLEAN_FLAGS = ("dead", "always_active")
+
+
+def _read_layout(path: Path) -> dict:
+    from ..results.lazy import read_layout
+
     try:
-        return xr.load_dataset(path, engine="netcdf4")
-    except (OSError, ValueError) as exc:
+        return read_layout(path)
+    except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(
             f"{path}: cannot be read ({exc}); delete it and run the spec again to redo that group"
         ) from None
 
 
+def _planned_groups(run_dir: Path) -> list[Group] | None:
+    """The groups of the folder's resolved spec (None when it cannot be read)."""
+    from ..results.folder import read_resolved_spec
+    from ..spec import plan
+
+    try:
+        return plan(read_resolved_spec(run_dir))
+    except UserError:
+        return None
+
+
+def _missing_note(missing: list[Group], n_groups: int) -> str:
+    points = [
+        ", ".join(f"{k}={v}" for k, v in m.coords.items()) for g in missing for m in g.members
+    ]
+    shown = "; ".join(points[:3]) + (f"; and {len(points) - 3} more" if len(points) > 3 else "")
+    return f"{len(missing)} of {n_groups} groups not stored yet ({shown})"
+
+
 def open_run(run_dir: str | Path) -> xr.Dataset:
-    """All groups of a results folder as one Dataset with the sweep axes as dimensions."""
+    """All groups of a results folder as one Dataset with the sweep axes as dimensions.
+
+    Lazy: variables are dask arrays with one chunk per group file, read when used.
+    Only the files of the folder's current spec are read; groups not stored yet are
+    named in the attribute `partial`.
+    """
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob(GROUP_GLOB))
+    groups = _planned_groups(run_dir)
+    if groups is None:
+        files, missing = sorted(run_dir.glob(GROUP_GLOB)), []
+    else:
+        files, missing = [], []
+        for g in groups:
+            path = group_path(run_dir, g)
+            stored = stored_hash(path)
+            if stored == g.hash:
+                files.append(path)
+            elif stored is None and path.exists():
+                _read_layout(path)  # names the damaged file and how to redo it
+            else:
+                missing.append(g)
     if not files:
         raise UserError(
             f"{run_dir}: no results (group-*.nc) found; run `nodescope run SPEC` first "
             "or check the folder"
         )
-    parts = [_load_group(f) for f in files]
+    from ..results.lazy import open_lazy, padded_sizes
+
+    layouts = [_read_layout(f) for f in files]
+    sizes = padded_sizes(layouts)
+    parts = [open_lazy(f, found, sizes) for f, found in zip(files, layouts, strict=True)]
     wall = sum(float(p.attrs.get("wall_time_s", 0.0)) for p in parts)
     ds = (
         parts[0]
@@ -147,12 +209,15 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
         )
     )
     ds.attrs["wall_time_s"] = wall
+    if missing:
+        ds.attrs["partial"] = _missing_note(missing, len(groups))
     dims = json.loads(parts[0].attrs["sweep_dims"])
     riders = json.loads(parts[0].attrs["sweep_riders"])
     rider_values = {
         name: dict(zip(ds[dim].values.tolist(), ds[name].values.tolist(), strict=True))
         for name, dim in riders.items()
     }
+    rider_attrs = {name: dict(ds[name].attrs) for name in riders}
     ds = ds.sortby("member")  # global member index: the spec's sweep order
     spec_order = {d: list(dict.fromkeys(ds[d].values.tolist())) for d in dims}
     ds = ds.drop_vars(list(riders))
@@ -162,4 +227,20 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
         ds = ds.set_index(member=dims).unstack("member").reindex(spec_order)
     for name, dim in riders.items():
         ds = ds.assign_coords({name: (dim, [rider_values[name][v] for v in ds[dim].values])})
-    return ds.transpose(*dims, ...)
+        ds[name].attrs.update(rider_attrs[name])
+    return _tidy(ds.transpose(*dims, ...))
+
+
+def _tidy(ds: xr.Dataset) -> xr.Dataset:
+    """Integer layer widths (0 where a member has no such layer) and boolean node flags."""
+    if "layer_width" in ds.coords:
+        attrs = ds["layer_width"].attrs
+        width = ds["layer_width"].fillna(0).astype(int).compute()
+        ds = ds.assign_coords(layer_width=width)
+        ds["layer_width"].attrs.update(attrs)
+    for name in BOOLEAN_FLAGS:
+        if name in ds:
+            attrs = ds[name].attrs
+            ds[name] = ds[name] == 1
+            ds[name].attrs.update(attrs, units="1")
+    return ds

@@ -1,0 +1,111 @@
+"""Group files opened lazily: coordinates now, every data variable as one dask chunk.
+
+Each chunk opens the file, reads its variable and closes it again, under one process-wide
+lock. No file handle outlives a read, so nothing depends on xarray's shared per-path file
+cache (where closing one reader closes the others) and netCDF/HDF5, which is not thread
+safe, is never entered from two threads or from a garbage collector at once.
+
+Groups of different architectures differ in their number of layers and nodes. Each chunk
+is padded with NaN to the widest group when it is read, so that the groups line up
+without a reindex of every variable (which costs more than the reads themselves).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+NETCDF_LOCK = threading.RLock()
+
+# Dimensions padded to the widest group, with their coordinate values.
+PADDED = {"layer": lambda n: np.arange(1, n + 1), "node": np.arange}
+
+
+def read_attrs(path: str | Path) -> dict:
+    """A file's global attributes, read without decoding any variable."""
+    import netCDF4
+
+    with NETCDF_LOCK, netCDF4.Dataset(path) as nc:
+        return {key: nc.getncattr(key) for key in nc.ncattrs()}
+
+
+def read_layout(path: str | Path) -> xr.Dataset:
+    """A file's coordinates (loaded) and its data variables' layout (not loaded)."""
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
+        coords = {name: ds[name].load().variable for name in ds.coords}
+        layout = {
+            name: (var.dims, var.shape, var.dtype, dict(var.attrs))
+            for name, var in ds.data_vars.items()
+        }
+        return {"coords": coords, "layout": layout, "attrs": dict(ds.attrs)}
+
+
+def read_variable(path: str, name: str) -> np.ndarray:
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4", cache=False) as ds:
+        return ds[name].values
+
+
+def _padded(path: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    values = read_variable(path, name)
+    if values.shape == shape:
+        return values
+    if values.dtype.kind in "iub":
+        values = values.astype(np.float64)
+    return np.pad(
+        values,
+        [(0, want - have) for have, want in zip(values.shape, shape, strict=True)],
+        constant_values=np.nan,
+    )
+
+
+def _pad_coordinate(var: xr.Variable, sizes: dict[str, int]) -> xr.Variable:
+    widths = [(0, sizes.get(d, n) - n) for d, n in zip(var.dims, var.shape, strict=True)]
+    if not any(after for _, after in widths):
+        return var
+    fill = 0 if var.dtype.kind in "iu" else np.nan
+    return xr.Variable(var.dims, np.pad(var.values, widths, constant_values=fill), var.attrs)
+
+
+def open_lazy(path: str | Path, found: dict | None = None, sizes: dict | None = None):
+    """The file's Dataset with eager coordinates and dask-backed data variables; the
+    dimensions in PADDED are padded to `sizes` (NaN; 0 for integer coordinates).
+    `found` is the file's read_layout, when already read."""
+    path = str(path)
+    token = f"{path}-{Path(path).stat().st_mtime_ns}"
+    found = found or read_layout(path)
+    sizes = {d: n for d, n in (sizes or {}).items() if d in PADDED}
+    coords = {}
+    for name, var in found["coords"].items():
+        if name in PADDED and name in sizes:
+            coords[name] = xr.Variable(name, PADDED[name](sizes[name]), var.attrs)
+        else:
+            coords[name] = _pad_coordinate(var, sizes)
+    variables = {}
+    for name, (dims, shape, dtype, attrs) in found["layout"].items():
+        want = tuple(sizes.get(d, n) for d, n in zip(dims, shape, strict=True))
+        if want != shape and dtype.kind in "iub":
+            dtype = np.dtype(np.float64)
+        chunk = dask.delayed(_padded, pure=True)(path, name, want)
+        array = da.from_delayed(chunk, shape=want, dtype=dtype, name=f"ns-{token}-{name}")
+        variables[name] = xr.Variable(dims, array, attrs=attrs)
+    return xr.Dataset(variables, coords=coords, attrs=found["attrs"])
+
+
+def padded_sizes(layouts: list[dict]) -> dict[str, int]:
+    """The largest size of each PADDED dimension over files' read_layout results."""
+    sizes: dict[str, int] = {}
+    for found in layouts:
+        dims = {}
+        for var in found["coords"].values():
+            dims.update(zip(var.dims, var.shape, strict=True))
+        for var_dims, shape, _, _ in found["layout"].values():
+            dims.update(zip(var_dims, shape, strict=True))
+        for dim in PADDED:
+            if dim in dims:
+                sizes[dim] = max(sizes.get(dim, 0), dims[dim])
+    return sizes
