@@ -115,15 +115,15 @@ def test_probe_after_training_from_a_later_paper(tmp_path, tiny):
     tiny.update(
         checkpoints={"at": [1, 2], "weights": True},
         probes={"curves": {}, "pattern_preactivation": {"split": "test"}},
+        sweep={"seed": [0, 1, 2]},  # more members than layers
     )
     recorded = run(tmp_path, tiny, "rec")
     tiny["probes"] = {"curves": {}}
     later = run(tmp_path, tiny, "later")
     assert main(["probe", str(later), "--add", "pattern_preactivation", "--set", "split=test"]) == 0
-    xr.testing.assert_allclose(
-        nodescope.open(recorded).pattern_preactivation,
-        nodescope.open(later).pattern_preactivation,
-    )
+    recorded, later = nodescope.open(recorded), nodescope.open(later)
+    xr.testing.assert_allclose(recorded.pattern_preactivation, later.pattern_preactivation)
+    xr.testing.assert_identical(recorded.layer_width, later.layer_width)
 
 
 def test_probes_that_watch_training_steps_are_refused(runs, capsys):
@@ -163,3 +163,4 @@ def test_no_weights_means_no_replay(tmp_path, tiny, capsys):
     assert "checkpoints.weights" in capsys.readouterr().err
     with pytest.raises(UserError, match="checkpoints.weights"):
         nodescope.load_model(out)
+

@@ -138,13 +138,12 @@ def _store(path: Path, spec: Spec, group: Group, variables: dict, name: str, dev
 
     with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
         existing = ds.load()
-    widths = existing["layer_width"].values.tolist() if "layer_width" in existing else []
     labels = existing["label_name"].values.tolist() if "label_name" in existing else []
     run = GroupRun(
         variables,
         existing["step"].values.tolist(),
         group.spec.steps_per_epoch(),
-        widths or group.spec.model.hidden_widths(),
+        group.spec.model.hidden_widths(),
         labels or group.spec.data.class_names(),
         float(existing.attrs.get("wall_time_s", 0.0)),
     )
