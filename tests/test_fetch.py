@@ -285,3 +285,25 @@ def test_fetch_never_calls_npm_when_source_given(
     (fake_source / "train-images-idx3-ubyte").unlink()
     with pytest.raises(UserError):
         fetch("mnist", source=fake_source, log=_no_log)
+
+
+def test_a_changed_pixel_is_caught_when_loading(fake_source: Path, tiny_registry) -> None:
+    folder = fetch("tiny", source=fake_source, log=_no_log, registry=tiny_registry)
+    assert load_idx_dataset("tiny", registry=tiny_registry)  # verified, then cached
+    images = folder / "train-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0xFF
+    images.write_bytes(bytes(data))
+    with pytest.raises(UserError) as info:
+        load_idx_dataset("tiny", registry=tiny_registry)
+    message = str(info.value)
+    assert str(images) in message and "changed since it was fetched" in message
+    assert "\n" not in message
+
+
+def test_a_label_out_of_range_names_the_file(fake_source: Path, tiny_registry) -> None:
+    folder = fetch("tiny", source=fake_source, log=_no_log, registry=tiny_registry)
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.array([1, 12, 2], dtype=np.uint8))
+    with pytest.raises(UserError) as info:
+        load_idx_dataset("tiny", registry=tiny_registry)
+    assert "t10k-labels-idx1-ubyte holds label 12, outside the classes 0-9" in str(info.value)

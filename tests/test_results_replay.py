@@ -164,3 +164,26 @@ def test_no_weights_means_no_replay(tmp_path, tiny, capsys):
     with pytest.raises(UserError, match="checkpoints.weights"):
         nodescope.load_model(out)
 
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"model.bias": "first", "model.output_bias": False},
+        {"model.batch_norm": True, "model.depth": 3, "model.width": [5, 6, 7]},
+        {"model.summary_width": 2, "training.loss": "bce"},
+    ],
+)
+def test_planned_weight_size_counts_every_stored_value(overrides):
+    from tiny_specs import tiny_spec_dict
+
+    from nodescope.models.mlp import StackedMLP
+    from nodescope.spec.load import validate_dict
+    from nodescope.spec.size import parameters_per_member, weight_bytes
+
+    spec = validate_dict(tiny_spec_dict(**overrides), "test")
+    model = StackedMLP([spec], 40, 1 if spec.training.loss == "bce" else 2)
+    assert parameters_per_member(spec) == sum(v.numel() for v in model.state_dict().values())
+    assert weight_bytes(spec, 3) == 0
+    spec = validate_dict(tiny_spec_dict(**overrides, **{"checkpoints.weights": True}), "test")
+    assert weight_bytes(spec, 3) == 3 * (5 + 1) * parameters_per_member(spec) * 4

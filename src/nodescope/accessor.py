@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .aggregates import cooperating
+
 ALL_NODE_MEANS = ("activation_fraction",)
 DEFINED_NODE_MEANS = ("predictability", "informativeness")
 
@@ -99,6 +101,14 @@ class NodescopeAccessor:
             "dL/da sign, for the top neurons ranked by |output weight|",
         }
         return out
+
+    def mean_perplexity(self) -> xr.DataArray:
+        """Per-layer perplexity averaged over classes (cooperating classifiers, Fig. 3)."""
+        return cooperating.mean_perplexity(self._ds)
+
+    def relative_perplexity(self) -> xr.DataArray:
+        """Perplexity of every class relative to its size, P(c, l) / N_c."""
+        return cooperating.relative_perplexity(self._ds)
 
     def node_counts(self, name: str) -> xr.DataArray:
         """Number of nodes per layer flagged by `dead` or `always_active`; NaN for layers a

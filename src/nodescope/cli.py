@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
+from . import __version__
 from .errors import UserError
+from .reports.words import plural
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
@@ -39,24 +43,33 @@ def cmd_validate(args) -> int:
         except UserError as exc:
             failed += 1
             for line in str(exc).splitlines():
+                line = line if line.startswith(str(path)) else f"{path}: {line}"
                 err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return 1 if failed else 0
 
 
 def cmd_run(args) -> int:
-    from . import open as open_run
-    from .reports.progress import RunProgress
-    from .runner.executors import run_dask, run_local
-    from .runner.run import prepare_run
+    from .results.integrity import FolderLock
+    from .runner.run import run_dir_for
     from .spec import load_spec
 
     spec, text = load_spec(args.spec, args.overrides)
+    with FolderLock(run_dir_for(spec, args.out), log=err_console.print):
+        return _run_locked(args, spec, text)
+
+
+def _run_locked(args, spec, text) -> int:
+    from .reports.progress import RunProgress
+    from .runner.executors import run_dask, run_local
+    from .runner.run import prepare_run
+
     device = args.device or spec.device.type
     rp = prepare_run(spec, text, args.out, args.fresh, args.overrides, args.command_line)
     n_members = sum(len(g.members) for g in rp.groups)
     skipped = len(rp.groups) - len(rp.todo)
     console.print(
-        f"[bold]{spec.experiment.name}[/]: {n_members} members in {len(rp.groups)} groups"
+        f"[bold]{spec.experiment.name}[/]: {plural(n_members, 'member')} in "
+        f"{plural(len(rp.groups), 'group')}"
         + (f", {skipped} already stored (--fresh to redo)" if skipped else "")
         + f" → {rp.run_dir}"
     )
@@ -74,7 +87,7 @@ def cmd_run(args) -> int:
             "again to resume"
         )
         return 130
-    _print_report(open_run(rp.run_dir))
+    _print_report(_open_for_reports(rp.run_dir))
     console.print(
         f"results in {rp.run_dir} ({time.perf_counter() - started:.1f} s); "
         f"open with nodescope.open({str(rp.run_dir)!r})"
@@ -82,32 +95,45 @@ def cmd_run(args) -> int:
     return 0
 
 
+IN_MEMORY_LIMIT = 2**30  # bytes; reports read larger results lazily, variable by variable
+
+
+def _open_for_reports(run_dir):
+    """The results, loaded into memory when they fit: panels and figures read every
+    variable many times, which would re-read the files of a lazy Dataset each time."""
+    from . import open as open_run
+
+    ds = open_run(run_dir)
+    return ds.load() if ds.nbytes <= IN_MEMORY_LIMIT else ds
+
+
 def _print_report(ds) -> None:
     """The summary table, then the sample-set and winner-take-most panels the run has."""
+    from .reports.activation_gaps import gap_condition_panel, selection_panel
+    from .reports.cooperating import cooperating_panel
     from .reports.sample_sets import sample_set_panel
     from .reports.summary import provenance_lines, summary_table
     from .reports.winner_take_most import accuracy_grid_panel, wtm_panel
 
     for line in provenance_lines(ds):
         console.print(line, highlight=False)
-    console.print(summary_table(ds))
-    for panel in (sample_set_panel(ds), accuracy_grid_panel(ds), wtm_panel(ds)):
+    console.print(summary_table(ds, width=console.width))
+    panels = (sample_set_panel(ds), accuracy_grid_panel(ds), wtm_panel(ds))
+    for panel in (*panels, cooperating_panel(ds), selection_panel(ds), gap_condition_panel(ds)):
         if panel is not None:
             console.print(panel)
 
 
 def cmd_report(args) -> int:
-    from . import open as open_run
 
-    _print_report(open_run(args.run_dir))
+    _print_report(_open_for_reports(args.run_dir))
     return 0
 
 
 def cmd_plot(args) -> int:
-    from . import open as open_run
     from .reports.figures import write_figures
 
-    ds = open_run(args.run_dir)
+    ds = _open_for_reports(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
     for path in write_figures(ds, out):
         console.print(f"wrote {path}")
@@ -115,11 +141,15 @@ def cmd_plot(args) -> int:
 
 
 def cmd_probe(args) -> int:
+    from .results.integrity import FolderLock
     from .results.replay import add_probe
 
-    written = add_probe(
-        args.run_dir, args.add, args.options, args.device or "auto", log=console.print
-    )
+    if not Path(args.run_dir).is_dir():
+        raise UserError(f"{args.run_dir}: no such results folder; check the path")
+    with FolderLock(args.run_dir, log=err_console.print):
+        written = add_probe(
+            args.run_dir, args.add, args.options, args.device or "auto", log=console.print
+        )
     console.print(
         f"{args.add}: added to {len(written)} group file(s) in {args.run_dir}; "
         f"`nodescope report {args.run_dir}` shows it"
@@ -140,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    parser.add_argument("--version", action="version", version=f"nodescope {__version__}")
     p = sub.add_parser("validate", help="check specs and print their plans")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     _add_spec_options(p)
@@ -187,16 +218,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a run like Ctrl-C: finished groups stay, temporary files go."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = ["nodescope", *argv]
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing half-written was left behind; files already "
+                          "stored are kept")  # fmt: skip
+        return 130
     except UserError as exc:
         for line in str(exc).splitlines():
             err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from .activation_gap_probes import ActivationGapsProbe
 from .base import EvalBatch, Probe, ProbeContext
+from .cooperating_probes import NodeClassifiersProbe, PerplexityProbe
 from .curves import CurvesProbe
 from .sample_set_probes import ActivationFractionProbe, SampleSetsProbe
 from .wtm_probes import (
@@ -22,6 +23,8 @@ PROBES: dict[str, type[Probe]] = {
         DifficultyProbe,
         NoiseRobustnessProbe,
         ActivationGapsProbe,
+        PerplexityProbe,
+        NodeClassifiersProbe,
     )
 }
 

@@ -27,12 +27,13 @@ __all__ = [
     "GridKDE",
     "SYSTEMS",
     "class_log_prior",
-    "continuous_log_likelihood",
+    "continuous_floor",
     "discrete_floor",
-    "discrete_log_likelihood",
+    "discrete_log_tables",
     "fit_class_kdes",
     "layer_log_posteriors",
     "on_fractions",
+    "output_on",
     "pack_patterns",
     "pattern_entropy",
     "perplexity",
@@ -119,9 +120,9 @@ class GridKDE:
     """Gaussian KDEs of many rows, tabulated on one evenly spaced grid per row.
 
     Row r = (member, node, class); ``density`` has shape (E, H, C, G). Between grid points
-    the density is interpolated linearly; beyond the grid it is 0 (the grid reaches
-    ``pad`` bandwidths past the outermost sample, where every KDE has fallen below 1e-6 of
-    its peak, see :func:`fit_class_kdes`).
+    values are interpolated linearly. The grid reaches ``pad`` bandwidths past the outermost
+    sample, where every KDE has fallen below 1e-6 of its peak (:func:`fit_class_kdes`); its
+    two end points are set to 0 and queries beyond them take the end value.
     """
 
     density: torch.Tensor  # (E, H, C, G)
@@ -135,17 +136,33 @@ class GridKDE:
 
     def __call__(self, query: torch.Tensor) -> torch.Tensor:
         """Density of every class's KDE at every query point: (E, B, H) -> (E, B, H, C)."""
-        e, h, c, g = self.density.shape
-        t = (query.to(self.lo.dtype)[..., None] - self.lo[:, None]) / self.step[:, None]
-        inside = (t >= 0) & (t <= g - 1)
-        left = t.clamp(0, g - 1).floor().clamp(max=g - 2)
-        frac = (t - left).clamp(0, 1).to(self.density.dtype)
-        row = torch.arange(e * h * c, device=query.device).view(e, 1, h, c) * g
-        index = row + left.to(torch.int64)
-        flat = self.density.flatten()
-        below, above = flat[index], flat[index + 1]
-        value = below + frac * (above - below)
-        return torch.where(inside, value, torch.zeros((), dtype=value.dtype, device=value.device))
+        return self.interpolate(_segments(self.density), query)
+
+    def log_segments(self, floor: torch.Tensor) -> torch.Tensor:
+        """Segments (see :meth:`interpolate`) of log max(density, floor), floor (E, H)."""
+        density = self.density.to(torch.float64)
+        return _segments(torch.log(torch.maximum(density, floor[..., None, None])))
+
+    def interpolate(self, segments: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Linear interpolation of a tabulated function of every row at the query points.
+
+        segments: (E, H, C, G − 1, 2), value and increment of each grid interval.
+        query: (E, B, H) -> (E, B, H, C), the rows of a node's C classes side by side.
+        """
+        e, h, c, cells, _ = segments.shape
+        scale = 1 / self.step[:, None]
+        t = torch.addcmul(-self.lo[:, None] * scale, query.to(scale.dtype)[..., None], scale)
+        left = t.clamp_(0, cells).floor().clamp_(max=cells - 1)
+        frac = t.sub_(left).to(segments.dtype)
+        row = torch.arange(0, e * h * c * cells, cells, device=query.device).view(e, 1, h, c)
+        pair = segments.view(-1, 2)[left.to(torch.int64).add_(row)]
+        return torch.addcmul(pair[..., 0], frac, pair[..., 1])
+
+
+def _segments(table: torch.Tensor) -> torch.Tensor:
+    """(…, G) -> (…, G − 1, 2): left value and increment of every grid interval, so one
+    gather per query point serves the interpolation."""
+    return torch.stack([table[..., :-1], table.diff(dim=-1)], dim=-1)
 
 
 def _class_moments(z: torch.Tensor, labels: torch.Tensor, n_classes: int):
@@ -253,6 +270,7 @@ def fit_class_kdes(
         density[rows] = full.clamp(min=0).to(torch.float32)
     density = density.view(e, h, n_classes, g)
     density[:, :, empty] = 0
+    density[..., [0, -1]] = 0
     return GridKDE(density, lo, step, sigma)
 
 
@@ -296,19 +314,18 @@ def discrete_floor(labels: torch.Tensor, n_classes: int) -> float:
     return 0.5 / float(torch.bincount(labels.to(torch.int64), minlength=n_classes).max())
 
 
-def discrete_log_likelihood(
-    on: torch.Tensor, fractions: torch.Tensor, floor: float
-) -> torch.Tensor:
-    """log P(ẑ | c) of the discrete node classifier (paper Sec. 5.1), (E, B, H, C).
+def discrete_log_tables(fractions: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """log P(z | c) of the discrete node classifier (paper Sec. 5.1) for an on and an off
+    node, each float64 (E, H, C).
 
-    P(z | c) = p_{l,i,c} if z > 0 (node on), 1 − p_{l,i,c} otherwise, floored at ``floor``.
+    P(z | c) = p_{l,i,c} if z > 0 (node on), 1 − p_{l,i,c} otherwise, floored at ``floor``
+    (:func:`discrete_floor`).
 
     Args:
-        on: bool (E, B, H) states of the query samples.
         fractions: (E, H, C) from :func:`on_fractions`.
     """
-    p = torch.where(on[..., None], fractions[:, None], 1 - fractions[:, None])
-    return torch.log(torch.nan_to_num(p, nan=0.0).clamp(min=floor))
+    p = torch.nan_to_num(fractions.to(torch.float64), nan=0.0)
+    return torch.log(p.clamp(min=floor)), torch.log((1 - p).clamp(min=floor))
 
 
 def class_log_prior(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -317,16 +334,15 @@ def class_log_prior(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.log(counts / counts.sum())
 
 
-def continuous_log_likelihood(kde: GridKDE, query: torch.Tensor) -> torch.Tensor:
-    """log f_{l,i,c}(z) of the continuous node classifier (paper Sec. 5.1), (E, B, H, C).
+def continuous_floor(kde: GridKDE) -> torch.Tensor:
+    """Floor of the continuous densities, (E, H): 1e-6 of the node's largest class peak,
+    max_c max_x f_{l,i,c}(x).
 
-    Floored at 1e-6 of the node's largest class peak, max_c max_x f_{l,i,c}(x): the level
-    down to which :func:`fit_class_kdes` is accurate, shared by the node's classes so that
-    a value no class's KDE reaches favours none (nodescope's choice; the paper gives none).
+    nodescope's choice (the paper gives none): the level down to which
+    :func:`fit_class_kdes` is accurate, shared by the node's classes so that a value no
+    class's KDE reaches favours none.
     """
-    floor = 1e-6 * kde.peak().amax(-1)  # (E, H)
-    density = kde(query).to(torch.float64)
-    return torch.log(torch.maximum(density, floor[:, None, :, None].to(torch.float64)))
+    return 1e-6 * kde.peak().amax(-1).to(torch.float64)
 
 
 SYSTEMS = ("discrete", "continuous", "combined")
@@ -348,9 +364,11 @@ def layer_log_posteriors(
     log P(c) + Σ_i log P(z_i | c) for the systems of :data:`SYSTEMS` (nodes taken as
     independent; the normaliser Σ_m P(z | m) P(m) of Eq. 11 is the same for every class, so
     the argmax over c is the layer's prediction). P(z_i | c) comes from
-    the node's discrete estimate (:func:`discrete_log_likelihood`), its continuous one
-    (:func:`continuous_log_likelihood`), or combined: the discrete estimate when the node is
-    off (z ≤ 0), the continuous one when it is on. Fitted on ``fit_z``/``fit_labels``
+    the node's discrete estimate (:func:`discrete_log_tables`), its continuous one (the
+    class KDE at z, floored at :func:`continuous_floor`), or combined: the discrete estimate
+    when the node is off (z ≤ 0), the continuous one when it is on. The log-density is
+    interpolated linearly between grid points (log-linear: more accurate in the tails than
+    interpolating the density itself). Fitted on ``fit_z``/``fit_labels``
     (the training pre-activations), evaluated at every query. Nodes are processed in blocks
     of ``node_block`` and queries in chunks of ``query_chunk`` to bound memory; the sums
     over nodes are exact in any order up to float64 rounding.
@@ -371,14 +389,42 @@ def layer_log_posteriors(
         nodes = slice(start, start + node_block)
         z = fit_z[..., nodes]
         fractions = on_fractions(is_on(z, activation, threshold), fit_labels, n_classes)
+        log_on, log_off = discrete_log_tables(fractions, floor)
+        all_off = log_off.sum(1, keepdim=True)  # (E, 1, C): Σ_i log P(off | c)
         kde = fit_class_kdes(z, fit_labels, n_classes, bandwidth)
+        log_kde = kde.log_segments(continuous_floor(kde))
         for query, total in zip(queries, out, strict=True):
             for first in range(0, query.shape[1], query_chunk):
                 rows = slice(first, first + query_chunk)
                 q = query[:, rows, nodes]
-                on = is_on(q, activation, threshold)
-                disc = discrete_log_likelihood(on, fractions, floor)
-                cont = continuous_log_likelihood(kde, q)
-                comb = torch.where(on[..., None], cont, disc)
-                total[:, :, rows] += torch.stack([disc.sum(2), cont.sum(2), comb.sum(2)])
+                on = is_on(q, activation, threshold).to(torch.float64)  # (E, B, h)
+                cont = kde.interpolate(log_kde, q)  # (E, B, h, C)
+                # Sums over nodes of where(on, a, b) as b-sums plus on-weighted a − b.
+                discrete = all_off + torch.bmm(on, log_on - log_off)
+                continuous = cont.sum(2)
+                combined = all_off + torch.einsum("ebhc,ebh->ebc", cont, on)
+                combined -= torch.bmm(on, log_off)
+                total[:, :, rows] += torch.stack([discrete, continuous, combined])
     return out
+
+
+# --------------------------------------------------------------------------- output nodes
+
+
+def output_on(out: torch.Tensor, loss: str) -> torch.Tensor:
+    """On/off state of the output nodes (paper Fig. 1 counts them beside the hidden ones).
+
+    The paper's networks have linear outputs (MSE), on when z > 0 like a hidden ReLU. For
+    the other output functions nodescope picks the reading that matches its activation:
+    sigmoid (bce) on when σ(z) > 0.5 ⇔ z > 0; softmax (ce) on when the node's probability
+    exceeds the uniform 1/K ⇔ z_k > log((1/K) Σ_j e^{z_j}), which, unlike z > 0, does not
+    change when every logit shifts by the same amount (softmax ignores such shifts).
+
+    Args:
+        out: (…, K) output pre-activations (logits).
+        loss: "mse", "bce" or "ce".
+    """
+    if loss == "ce":
+        k = out.shape[-1]
+        return out > torch.logsumexp(out, dim=-1, keepdim=True) - math.log(k)
+    return out > 0

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from . import sample_sets
+from ..models.loss import n_outputs
+from . import cooperating, sample_sets
 from .base import EvalBatch, Probe, ProbeContext, variable
 
 DIMS_NODE = ("member", "epoch", "layer", "node")
@@ -35,6 +36,11 @@ class ActivationFractionProbe(Probe):
             torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.int64) for h in ctx.widths
         ]
         self.fraction = self._empty(DIMS_CLASS)
+        self.outputs = n_outputs(ctx.loss, ctx.n_classes) if options.output_layer else 0
+        self.output_counts = torch.zeros(ctx.n_members, self.outputs, ctx.n_classes).long()
+        self.output_fraction = np.full(
+            (ctx.n_members, ctx.n_checkpoints, self.outputs, ctx.n_classes), np.nan
+        )
 
     def _empty(self, dims: tuple[str, ...]) -> np.ndarray:
         sizes = {
@@ -59,6 +65,11 @@ class ActivationFractionProbe(Probe):
                 on, batch.labels, self.ctx.n_classes
             ).cpu()
             self.update_layer(ck, layer, batch, on)
+        if self.outputs:
+            on = cooperating.output_on(batch.fwd.out.detach(), self.ctx.loss)
+            self.output_counts += sample_sets.class_on_counts(
+                on, batch.labels, self.ctx.n_classes
+            ).cpu()
 
     def update_layer(self, ck: int, layer: int, batch: EvalBatch, on: torch.Tensor) -> None:
         """Hook for subclasses: one layer's on-states (E, B, H) of one chunk."""
@@ -70,12 +81,16 @@ class ActivationFractionProbe(Probe):
             self.fraction[:, ck, layer, :h] = frac.numpy()
             self.finish_layer(ck, layer, counts)
             counts.zero_()
+        if self.outputs:
+            frac = sample_sets.activation_fraction(self.output_counts, self.class_counts)
+            self.output_fraction[:, ck] = frac.numpy()
+            self.output_counts.zero_()
 
     def finish_layer(self, ck: int, layer: int, counts: torch.Tensor) -> None:
         """Hook for subclasses: a layer's per-class on-counts (E, H, C) at checkpoint ck."""
 
     def results(self):
-        return {
+        out = {
             "activation_fraction": variable(
                 DIMS_CLASS,
                 self.fraction,
@@ -85,6 +100,17 @@ class ActivationFractionProbe(Probe):
                 "of layer l on (z > 0; sigmoid: activation > threshold); sample-set paper eq. 9",
             )
         }
+        if self.outputs:
+            out["output_activation_fraction"] = variable(
+                ("member", "epoch", "output", "label"),
+                self.output_fraction,
+                "output activation fraction",
+                "1",
+                "fraction of the class-c eval samples that switch output node k on: z_k > 0 "
+                "for linear (mse) and sigmoid (bce) outputs, softmax_k > 1/K for ce; "
+                "cooperating-classifiers paper Fig. 1",
+            )
+        return out
 
 
 class SampleSetsProbe(ActivationFractionProbe):

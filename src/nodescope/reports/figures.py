@@ -12,6 +12,18 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .activation_gap_figures import (
+    gap_products_figure,
+    gap_ratios_figure,
+    gap_weight_products_figure,
+)
+from .cooperating_figures import (
+    layer_classifiers_best_figure,
+    layer_classifiers_epochs_figure,
+    node_class_activation_figure,
+    perplexity_layers_figure,
+    test_error_figure,
+)
 from .plotting import mean_and_stderr, other_combinations, pyplot
 from .sample_set_figures import (
     LAYER_MEANS,
@@ -76,6 +88,26 @@ FIGURES: dict[str, tuple[Callable[[xr.Dataset], object], Callable[[xr.Dataset], 
         lambda ds: "tag" in ds.dims and "pattern_preactivation" in ds and "top_node" in ds,
     ),
     "wtm_difficulty": (wtm_difficulty_figure, lambda ds: "difficulty" in ds and "loss_share" in ds),
+    "cooperating_perplexity": (perplexity_layers_figure, lambda ds: "perplexity" in ds),
+    "cooperating_classifiers_epochs": (
+        layer_classifiers_epochs_figure,
+        lambda ds: "layer_accuracy" in ds and "epoch" in ds["layer_accuracy"].dims,
+    ),
+    "cooperating_classifiers_best": (
+        layer_classifiers_best_figure,
+        lambda ds: "layer_accuracy" in ds and "epoch" not in ds["layer_accuracy"].dims,
+    ),
+    "cooperating_node_activation": (
+        node_class_activation_figure,
+        lambda ds: "output_activation_fraction" in ds,
+    ),
+    "cooperating_test_error": (
+        test_error_figure,
+        lambda ds: "perplexity" in ds and any(d in ds.dims for d in ("depth", "width")),
+    ),
+    "gap_weight_products": (gap_weight_products_figure, lambda ds: "activation_gap" in ds),
+    "gap_products": (gap_products_figure, lambda ds: "activation_gap" in ds),
+    "gap_ratios": (gap_ratios_figure, lambda ds: "activation_gap" in ds),
 }
 
 

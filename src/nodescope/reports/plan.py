@@ -5,7 +5,14 @@ from __future__ import annotations
 from rich.tree import Tree
 
 from ..spec import Group, Spec, checkpoint_steps
-from ..spec.size import BYTES_PER_VALUE, estimated_bytes, gap_pairs, values_per_member
+from ..spec.size import (
+    BYTES_PER_VALUE,
+    estimated_bytes,
+    gap_pairs,
+    values_per_member,
+    weight_bytes,
+)
+from .words import plural
 
 
 def _human_bytes(n: float) -> str:
@@ -56,9 +63,16 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
             f"activation_gaps: at most {gap_pairs(spec.probes.activation_gaps)} sample pairs "
             f"per member ({_human_bytes(per_member)} per member)"
         )
-    sweep = tree.add(f"sweep: {n_members} members in {len(groups)} stacked groups")
+    sweep = tree.add(
+        f"sweep: {plural(n_members, 'member')} in {plural(len(groups), 'stacked group')}"
+    )
     for g in groups:
-        sweep.add(f"group {g.index}: {len(g.members)} members ({_coords_text(g.members)})")
+        sweep.add(
+            f"group {g.index}: {plural(len(g.members), 'member')} ({_coords_text(g.members)})"
+        )
     size = sum(estimated_bytes(g.spec, len(g.members)) for g in groups)
     tree.add(f"estimated result size: {_human_bytes(size)}")
+    weights = sum(weight_bytes(g.spec, len(g.members)) for g in groups)
+    if weights:
+        tree.add(f"stored weights (checkpoints.weights): {_human_bytes(weights)}")
     return tree

@@ -81,7 +81,12 @@ def node_flag_counts(ds: xr.Dataset) -> dict[str, xr.DataArray]:
     """
     last = ds.isel(epoch=-1)
     if "dead" in ds and "always_active" in ds:
-        flags = {"dead": last["dead"], "always\nactive": last["always_active"]}
+        # nodes with a measurement: not padding, not an absent layer, not a diverged member
+        valid = last["activation_fraction"].notnull().any("label")
+        flags = {
+            "dead": last["dead"].where(valid),
+            "always\nactive": last["always_active"].where(valid),
+        }
     else:
         mean = last["activation_fraction"].mean("label")
         flags = {

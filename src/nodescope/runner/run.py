@@ -40,6 +40,25 @@ def device_name(device) -> str:
     return "cpu"
 
 
+def _stored_intact(run_dir: Path, group: Group) -> bool:
+    """A group counts as stored when its file (and its weights file, when the spec keeps
+    weights) was written for this group and still matches its recorded checksum."""
+    from ..results.integrity import damage
+    from ..results.weights import weights_path
+
+    path = group_path(run_dir, group)
+    if stored_hash(path) != group.hash or damage(path):
+        return False
+    if group.spec.checkpoints.weights:
+        weights = weights_path(run_dir, group.index)
+        return weights.exists() and not damage(weights)
+    return True
+
+
+def run_dir_for(spec: Spec, out: str | Path | None) -> Path:
+    return Path(out) if out else Path("runs") / spec.experiment.name
+
+
 def _check_same_spec(run_dir: Path, spec: Spec) -> None:
     """Refuse to mix results of two specs in one folder; a folder without stored groups
     (a run that failed before its first group finished) may take any spec."""
@@ -70,10 +89,11 @@ def prepare_run(
     command: list[str] | None = None,
 ) -> RunPlan:
     """Create the results folder and decide which groups still need training."""
+    from ..results.integrity import remove_stale_temp_files
     from ..results.provenance import invocation
     from ..spec.toml_io import dump_toml
 
-    run_dir = Path(out) if out else Path("runs") / spec.experiment.name
+    run_dir = run_dir_for(spec, out)
     groups = plan(spec)
     if not fresh:
         _check_same_spec(run_dir, spec)
@@ -92,7 +112,8 @@ def prepare_run(
         )
     elif overrides_file.exists():
         overrides_file.unlink()
-    todo = [g for g in groups if stored_hash(group_path(run_dir, g)) != g.hash]
+    remove_stale_temp_files(run_dir)
+    todo = [g for g in groups if not _stored_intact(run_dir, g)]
     context = {**invocation(list(overrides), command), "spec_as_given": spec_text}
     return RunPlan(spec, spec_text, run_dir, groups, todo, context)
 
@@ -132,8 +153,3 @@ def run_group_task(
     provenance = group_provenance(spec, device, started, context or {})
     write_atomic(group_dataset(spec, group, result, device_name(device), provenance), path)
     return str(path)
-
-
-def clean_stale_temp_files(run_dir: Path) -> None:
-    for tmp in run_dir.glob("*.nc.tmp"):
-        tmp.unlink()

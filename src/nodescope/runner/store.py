@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -106,18 +105,23 @@ def describe_coordinates(ds: xr.Dataset, spec: Spec) -> None:
 
 
 def write_atomic(ds: xr.Dataset, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_suffix(".nc.tmp")
+    """Write to a uniquely named temporary file beside `path`, then rename: readers never
+    see half a file. Variables are compressed and carry fletcher32 checksums; the file
+    gets a SHA-256 sidecar (results.integrity)."""
+    from ..results.integrity import write_file_atomic
+    from ..results.lazy import NETCDF_LOCK
+
     encoding = {
-        name: {"zlib": True, "complevel": 4}
+        name: {"zlib": True, "complevel": 4, "fletcher32": True}
         for name, var in ds.data_vars.items()
         if var.dtype.kind in "fiub"
     }
-    from ..results.lazy import NETCDF_LOCK
 
-    with NETCDF_LOCK:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with NETCDF_LOCK:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+
+    write_file_atomic(path, write)
 
 
 def stored_hash(path: Path) -> str | None:
@@ -170,6 +174,8 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
     Only the files of the folder's current spec are read; groups not stored yet are
     named in the attribute `partial`.
     """
+    from ..results.integrity import damage
+
     run_dir = Path(run_dir)
     groups = _planned_groups(run_dir)
     if groups is None:
@@ -180,6 +186,11 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
             path = group_path(run_dir, g)
             stored = stored_hash(path)
             if stored == g.hash:
+                why = damage(path)
+                if why:
+                    raise UserError(
+                        f"{path} is damaged ({why}); run the spec again to redo that group"
+                    )
                 files.append(path)
             elif stored is None and path.exists():
                 _read_layout(path)  # names the damaged file and how to redo it

@@ -20,6 +20,7 @@ from ..optim.stacked import StackedOptimiser
 from ..results.weights import WeightSnapshots
 from ..spec import Group, checkpoint_steps
 from ..spec.checkpoints import weight_steps
+from .divergence import mask_diverged
 
 Progress = Callable[[int, int, float], None]  # (step, total_steps, mean loss)
 
@@ -119,6 +120,7 @@ class StopRules:
         E = model.n_members
         self.active = torch.ones(E, dtype=torch.bool, device=model.weights[0].device)
         self.stop_epoch = np.full(E, np.nan)
+        self.diverged_epoch = np.full(E, np.nan)
         self.best_error = torch.full((E,), float("inf"), dtype=torch.float64)
         self.best_epoch = np.zeros(E)
         self.bad_epochs = np.zeros(E, dtype=int)
@@ -146,10 +148,19 @@ class StopRules:
             patience_out = torch.from_numpy(self.bad_epochs >= self.early.patience)
             self._stop(patience_out.to(self.active.device) & self.active, epoch)
 
+    def check_divergence(self, epoch_loss: torch.Tensor, epoch: int) -> None:
+        """Freeze the members whose summed training loss over the epoch is not finite."""
+        bad = ~torch.isfinite(epoch_loss) & self.active
+        if bool(bad.any()):
+            self.diverged_epoch[bad.cpu().numpy()] = epoch
+            self.active &= ~bad
+            self.model.frozen = ~self.active
+
     @property
     def mask(self) -> torch.Tensor | None:
-        """The active mask for the optimiser; None (all active) when no rule is set."""
-        return self.active if (self.until is not None or self.early) else None
+        """The active mask for the optimiser; None (all active) when no member stopped."""
+        stopping = self.until is not None or self.early or not np.isnan(self.diverged_epoch).all()
+        return self.active if stopping else None
 
     def _stop(self, done: torch.Tensor, epoch: int) -> None:
         self.stop_epoch[done.cpu().numpy()] = epoch
@@ -218,6 +229,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     model.train()
     for epoch in range(spec.training.epochs):
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+        epoch_loss = torch.zeros(len(specs), device=device)
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
             fwd = model(train.inputs(index), keep=watch_steps)
@@ -227,6 +239,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
                 for a in fwd.acts:
                     a.retain_grad()
             loss.sum().backward()
+            epoch_loss += loss.detach()
             if watch_steps:
                 seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], rules.mask)
                 for probe in step_probes:
@@ -238,6 +251,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             if progress and (step % 10 == 0 or step == total):
                 last_loss = float(loss.detach().mean())
                 progress(step, total, last_loss)
+        rules.check_divergence(epoch_loss, epoch + 1)
         rules.end_of_epoch(epoch + 1)
         if rules.all_stopped:
             # Every member is frozen: later checkpoints record the frozen networks, as
@@ -290,6 +304,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             "1",
             "1 where noise.label_fraction replaced the training label by a uniform random class",
         )
+    variables = mask_diverged(variables, rules.diverged_epoch, np.array(steps) / spe)
     wall = time.perf_counter() - started
     variables["wall_time"] = variable(
         ("member",),

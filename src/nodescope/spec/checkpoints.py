@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+from ..errors import UserError
 from .model import Spec
+
+MAX_CHECKPOINTS = 100_000
 
 
 def checkpoint_steps(spec: Spec) -> list[int]:
@@ -17,6 +20,16 @@ def checkpoint_steps(spec: Spec) -> list[int]:
     ck = spec.checkpoints
     spe = spec.steps_per_epoch()
     last = spec.training.epochs * spe
+    if ck.every and spec.training.epochs / ck.every > MAX_CHECKPOINTS:
+        raise UserError(
+            f"checkpoints.every = {ck.every:g} gives more than {MAX_CHECKPOINTS} checkpoints "
+            f"in {spec.training.epochs} epochs; choose a larger interval"
+        )
+    if ck.log and ck.log.num > MAX_CHECKPOINTS:
+        raise UserError(
+            f"checkpoints.log.num = {ck.log.num} is more than {MAX_CHECKPOINTS} checkpoints; "
+            "choose fewer"
+        )
     epochs: list[float] = list(ck.at)
     if ck.log:
         lo, hi = math.log10(ck.log.start), math.log10(ck.log.stop)
@@ -33,7 +46,13 @@ def checkpoint_steps(spec: Spec) -> list[int]:
         steps.add(0)
     if ck.final:
         steps.add(last)
-    return sorted(s for s in steps if 0 <= s <= last)
+    inside = sorted(s for s in steps if 0 <= s <= last)
+    if not inside:
+        raise UserError(
+            f"checkpoints: none falls inside the {spec.training.epochs} training epochs; "
+            "set checkpoints.final = true or add epochs to checkpoints.at"
+        )
+    return inside
 
 
 def weight_steps(spec: Spec) -> list[int]:

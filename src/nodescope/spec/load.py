@@ -48,6 +48,8 @@ def format_errors(exc: ValidationError, where: str) -> list[str]:
     lines, seen = [], set()
     for err in exc.errors():
         loc = _field_path(err["loc"])
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            loc = (*_field_path(err["loc"][:-1]), err["loc"][-1])  # the user's key as typed
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             owner = _model_at(loc[:-1])
@@ -68,9 +70,27 @@ def format_errors(exc: ValidationError, where: str) -> list[str]:
     return lines
 
 
-def apply_override(data: dict, dotted: str, value: Any) -> None:
+def key_parts(key: str) -> list[str]:
+    """A `--set` key as TOML reads a dotted key: `sweep."model.width"` is two parts."""
+    from .toml_io import tomllib
+
+    try:
+        node = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise UserError(
+            f"--set {key}: not a valid key; quote parts that contain dots, e.g. "
+            "--set 'sweep.\"model.width\"=[80]'"
+        ) from None
+    parts = []
+    while isinstance(node, dict):
+        ((part, node),) = node.items()
+        parts.append(part)
+    return parts
+
+
+def apply_override(data: dict, dotted: str | list[str], value: Any) -> None:
     """Set `a.b.c = value` inside nested dicts, creating tables on the way."""
-    *parents, leaf = dotted.split(".")
+    *parents, leaf = dotted.split(".") if isinstance(dotted, str) else dotted
     node = data
     for part in parents:
         child = node.setdefault(part, {})
@@ -102,8 +122,36 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> tuple[Spec, str]:
     """Read, override and validate one spec file. Returns the spec and the text as given."""
     data, text = read_toml(Path(path))
     for key, value in parse_overrides(list(overrides)):
-        apply_override(data, key, value)
+        parts = key_parts(key)
+        if parts == ["seed"]:
+            parts = ["training", "seed"]
+        if parts[0] == "sweep" and len(parts) > 2:
+            axis = ".".join(parts[1:])
+            raise UserError(
+                f"--set {key}: quote the sweep axis, e.g. --set 'sweep.\"{axis}\"=[...]'"
+            )
+        _narrow_swept(data, ".".join(parts), value)
+        apply_override(data, parts, value)
     return validate_dict(data, str(path)), text
+
+
+def _narrow_swept(data: dict, path: str, value: Any) -> None:
+    """`--set` on a key the sweep also sets narrows that sweep axis to the value, so the
+    override is never silently replaced by the sweep."""
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict):
+        return
+    aliases = {"seed": "training.seed"}
+    for axis in list(sweep):
+        if axis == "zip" or aliases.get(axis, axis) != aliases.get(path, path):
+            continue
+        zips = sweep.get("zip", [])
+        if any(isinstance(z, list) and axis in z for z in zips):
+            raise UserError(
+                f"--set {path}: the sweep zips '{axis}' with other axes; set the zipped "
+                f"lists instead, e.g. --set 'sweep.\"{axis}\"=[...]'"
+            )
+        sweep[axis] = [value]
 
 
 def resolved_toml(spec: Spec) -> str:

@@ -11,6 +11,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Seeds feed numpy's SeedSequence and torch generators: non-negative, below 2^63.
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+# A threshold on a sigmoid's output, strictly inside (0, 1).
+SigmoidThreshold = Annotated[float, Field(gt=0.0, lt=1.0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -39,13 +43,19 @@ IDX_CLASS_NAMES = {
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Experiment(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     tag: str = ""  # a member label; zip it with other sweep axes to name variants
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        if set(self.name) == {"."}:
+            raise ValueError(f"name {self.name!r} is not a folder name; use letters or digits")
+        return self
 
 
 class Data(Strict):
@@ -60,10 +70,10 @@ class Data(Strict):
     train_size: PositiveInt | None = None
     val_size: NonNegativeInt | None = None
     test_size: PositiveInt | None = None
-    val_seed: int = 0
+    val_seed: Seed = 0
     scaling: Literal["unit", "standard", "none"] = "unit"
     # synthetic_patterns only
-    seed: int = 0
+    seed: Seed = 0
     n_data: PositiveInt | None = None
     n_dim: PositiveInt = 500
     n_patterns: PositiveInt = 30
@@ -185,7 +195,7 @@ class Training(Strict):
     loss: Literal["mse", "ce", "bce"] = "ce"
     batch_size: PositiveInt | Literal["full"] = 64
     epochs: PositiveInt = 10
-    seed: int = 0
+    seed: Seed = 0
     until_train_accuracy: Probability | None = None
     early_stopping: EarlyStopping | None = None
     eval_chunk: PositiveInt = 4096
@@ -228,7 +238,10 @@ class CurvesProbe(Strict):
 class ActivationFractionProbe(Strict):
     split: Literal["train", "val", "test", "auto"] = "auto"
     # a node is on when z > 0 (relu, linear) or sigmoid(z) > threshold (default 0.5)
-    threshold: float | None = None
+    threshold: SigmoidThreshold | None = None
+    # also the output nodes (output_activation_fraction): on when z > 0 for mse and bce
+    # outputs, when the softmax probability exceeds 1/K for ce
+    output_layer: bool = False
 
 
 class SampleSetsProbe(ActivationFractionProbe):
@@ -259,7 +272,7 @@ class ActivationGapsProbe(Strict):
     split: Literal["train", "val", "test"] = "test"
     n_samples: PositiveInt = 300  # correctly classified samples; all their cross-class pairs
     n_misclassified: NonNegativeInt = 50  # misclassified samples, paired with all the others
-    seed: int = 0
+    seed: Seed = 0
 
     def check_model(self, spec: Spec) -> None:
         """The gap conditions need exactly this architecture; one line says why not."""
@@ -284,6 +297,38 @@ class ActivationGapsProbe(Strict):
                 raise ValueError(f"probe activation_gaps {reason}")
 
 
+class CooperatingProbe(Strict):
+    """Shared options of the cooperating-classifiers probes."""
+
+    # a node is on when z > 0 (relu, linear) or sigmoid(z) > threshold (default 0.5)
+    threshold: SigmoidThreshold | None = None
+    # "checkpoints": at every checkpoint; "best": once, on the network early stopping restored
+    at: Literal["checkpoints", "best"] = "checkpoints"
+
+    def check_model(self, spec: Spec, name: str, splits: list[str]) -> None:
+        if self.at == "best" and not spec.training.early_stopping:
+            raise ValueError(
+                f"probe {name} at = 'best' needs training.early_stopping (it measures the "
+                "network with the lowest validation error); set it or use at = 'checkpoints'"
+            )
+        for split in splits:
+            if spec.data.sizes()[("train", "val", "test").index(split)] == 0:
+                raise ValueError(f"probe {name} reads the {split} split, which is empty")
+
+
+class PerplexityProbe(CooperatingProbe):
+    """Pattern entropy and perplexity per layer and class (cooperating classifiers, Eqs. 1-2)."""
+
+    split: Literal["train", "val", "test"] = "test"
+
+
+class NodeClassifiersProbe(CooperatingProbe):
+    """Layers as naive-Bayes classifiers of their nodes (cooperating classifiers, Sec. 5.1)."""
+
+    splits: list[Literal["train", "val", "test"]] = ["train", "test"]  # scored; fitted on train
+    bandwidth: Literal["scott", "silverman"] = "scott"
+
+
 class Probes(Strict):
     """Probes to record. A table (even empty) switches a probe on with those options;
     `curves` is on unless set to false."""
@@ -296,6 +341,8 @@ class Probes(Strict):
     difficulty: DifficultyProbe | None = None
     noise_robustness: NoiseRobustnessProbe | None = None
     activation_gaps: ActivationGapsProbe | None = None
+    perplexity: PerplexityProbe | None = None
+    node_classifiers: NodeClassifiersProbe | None = None
 
     def enabled(self) -> list[tuple[str, BaseModel]]:
         return [(name, opts) for name, opts in self if opts]
@@ -325,11 +372,21 @@ class Spec(Strict):
                 f"loss 'bce' needs 2 classes but {self.data.name} has {self.data.num_classes}; "
                 "use loss = 'ce'"
             )
+        if self.probes.noise_robustness and "data.sigma_test" in self.sweep:
+            raise ValueError(
+                "noise_robustness sets its own test noise levels (its sigma_test list); "
+                "do not also sweep data.sigma_test"
+            )
         train, val, _ = self.data.sizes()
         if self.training.early_stopping and val == 0:
             raise ValueError("early_stopping needs a validation split: set data.val_size > 0")
         if self.probes.activation_gaps:
             self.probes.activation_gaps.check_model(self)
+        if self.probes.perplexity:
+            self.probes.perplexity.check_model(self, "perplexity", [self.probes.perplexity.split])
+        if self.probes.node_classifiers:
+            nc = self.probes.node_classifiers
+            nc.check_model(self, "node_classifiers", ["train", *nc.splits])
         return self
 
     def batch_size(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checkpoints import checkpoint_steps
+from .checkpoints import checkpoint_steps, weight_steps
 from .model import Spec
 
 BYTES_PER_VALUE = 8  # float64 before compression
@@ -37,6 +37,14 @@ def values_per_member(spec: Spec) -> dict[str, int]:
         # per pair: 6 indices and flags; before and after normalisation 2 α, 2 φ, 4 conditions
         pairs = gap_pairs(probes.activation_gaps)
         sizes["activation_gaps"] = pairs * (6 + 2 * 8) + 2 * 2 * 4 + 2 + 2 * 2 * classes + 1
+    if probes.activation_fraction and probes.activation_fraction.output_layer:
+        sizes["activation_fraction"] += t * classes * classes
+    if probes.perplexity:
+        slots = 1 if probes.perplexity.at == "best" else t
+        sizes["perplexity"] = 3 * slots * layers * classes + classes
+    if probes.node_classifiers:
+        slots = 1 if probes.node_classifiers.at == "best" else t
+        sizes["node_classifiers"] = slots * layers * 3 * 3  # systems x splits
     if spec.training.early_stopping:
         sizes["final"] += 2  # best_val_error, best_epoch
     return sizes
@@ -47,6 +55,29 @@ def gap_pairs(options) -> int:
     correctly classified and misclassified samples (cross-class pairs only, in fact)."""
     n = options.n_samples + options.n_misclassified
     return n * (n - 1) // 2
+
+
+def parameters_per_member(spec: Spec) -> int:
+    """Weights, biases and batch-norm parameters and statistics of one member."""
+    m = spec.model
+    widths = m.hidden_widths()
+    outputs = 1 if spec.training.loss == "bce" else spec.data.num_classes
+    sizes = [spec.data.num_features, *widths, outputs]
+    count = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    biased = {"all": widths, "first": widths[:1], "none": []}[m.bias]
+    count += sum(biased) + (outputs if m.output_bias else 0)
+    if m.batch_norm:
+        count += 4 * sum(widths)
+    return count
+
+
+def weight_bytes(spec: Spec, n_members: int) -> int:
+    """Size of the stored weights (checkpoints.weights): float32, every chosen checkpoint
+    plus the final network."""
+    if not spec.checkpoints.weights:
+        return 0
+    snapshots = len(weight_steps(spec)) + 1
+    return n_members * snapshots * parameters_per_member(spec) * 4
 
 
 def estimated_bytes(spec: Spec, n_members: int) -> int:

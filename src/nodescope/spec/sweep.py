@@ -13,6 +13,9 @@ from ..errors import UserError
 from .checkpoints import weight_steps
 from .load import apply_override, spec_hash, validate_dict
 from .model import Spec
+from .size import parameters_per_member
+
+MAX_PARAMETERS = 2 * 10**9
 
 # Fields that may differ between members of one stacked group: they change values,
 # never tensor shapes, labels or the training schedule.
@@ -90,12 +93,25 @@ def sweep_axes(spec: Spec) -> list[SweepAxis]:
     for key, values in table.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"sweep.{key}: expected a non-empty list of values")
-    zipped = {k: z for z in zips for k in z}
+    zipped = {}
+    for z in zips:
+        for k in z:
+            if k in zipped:
+                raise UserError(f"sweep.zip: '{k}' is in two zip lists; zip each axis once")
+            zipped[k] = z
     for key in zipped:
         if key not in table:
             raise UserError(
                 f"sweep.zip: '{key}' is not a sweep axis; add \"{key}\" = [...] to [sweep]"
             )
+    swept: dict[str, str] = {}
+    for key in table:
+        path = AXIS_ALIASES.get(key, key)
+        if path in swept:
+            raise UserError(
+                f"sweep: '{swept[path]}' and '{key}' both sweep {path}; keep one of them"
+            )
+        swept[path] = key
     axes, done = [], set()
     for key in table:
         if key in done:
@@ -109,6 +125,15 @@ def sweep_axes(spec: Spec) -> list[SweepAxis]:
             SweepAxis(dim=paths[0].split(".")[-1], paths=paths, values=[table[k] for k in keys])
         )
         done.update(keys)
+    for axis in axes:  # zipped axes may repeat a value as long as the tuples differ
+        tuples = zip(*axis.values, strict=True)
+        points = [json.dumps(p, sort_keys=True, default=str) for p in tuples]
+        if len(set(points)) != len(points):
+            twice = next(p for p in points if points.count(p) > 1)
+            raise UserError(
+                f"sweep.{' + '.join(axis.paths)}: the value {twice} appears twice; every "
+                "member must differ"
+            )
     if not any("training.seed" in a.paths for a in axes):
         axes.append(SweepAxis(dim="seed", paths=["training.seed"], values=[[spec.training.seed]]))
     dims = [a.dim for a in axes]
@@ -158,4 +183,10 @@ def plan(spec: Spec) -> list[Group]:
             groups.append(Group(len(groups), chunk, chunk[0].spec))
     for group in groups:
         weight_steps(group.spec)  # a weights epoch that is no checkpoint is a spec error
+        parameters = parameters_per_member(group.spec)
+        if parameters > MAX_PARAMETERS:
+            raise UserError(
+                f"group {group.index}: {parameters:.3g} parameters per member, more than "
+                f"{MAX_PARAMETERS:.0e} nodescope trains; reduce model.depth or model.width"
+            )
     return groups

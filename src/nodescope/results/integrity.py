@@ -1,0 +1,150 @@
+"""Files that cannot be half-written, silently damaged, or written by two runs at once.
+
+- Every stored file is written to a uniquely named temporary file and renamed into place,
+  so a reader (or a second writer) never sees half a file.
+- Every stored file gets a sidecar `<file>.sha256` with its SHA-256 and size; readers
+  check it and name a damaged file instead of returning changed numbers. netCDF variables
+  also carry HDF5 fletcher32 checksums.
+- A results folder is owned by one run at a time through a lock file naming the owner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from ..errors import UserError
+from .provenance import cached_sha256
+
+LOCK_NAME = ".nodescope.lock"
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_file_atomic(path: Path, write) -> None:
+    """`write(tmp)` fills a temporary file beside `path`, which is then renamed into place
+    and given its checksum sidecar. A failure (full disk, read-only folder) leaves the old
+    file untouched, removes the temporary file and ends in one line."""
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+        record_checksum(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path} ({exc.strerror or exc}); free disk space or fix the "
+            "folder's permissions, then run again: stored groups are kept"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def record_checksum(path: Path) -> None:
+    info = {"sha256": cached_sha256(path), "size": path.stat().st_size}
+    tmp = temp_path(sidecar(path))
+    tmp.write_text(json.dumps(info) + "\n")
+    os.replace(tmp, sidecar(path))
+
+
+def damage(path: Path) -> str | None:
+    """Why `path` cannot be trusted (None: it matches its recorded checksum, or it has
+    none because it was written before checksums were recorded)."""
+    try:
+        info = json.loads(sidecar(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"its checksum file {sidecar(path).name} is unreadable"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "it is missing"
+    if size != info.get("size"):
+        return f"its size is {size} bytes, {info.get('size')} were written"
+    if cached_sha256(path) != info.get("sha256"):
+        return "its SHA-256 differs from the one recorded when it was written"
+    return None
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temporary files left by a run that was killed (called while holding the lock)."""
+    for pattern in (".*.tmp", "weights/.*.tmp"):
+        for tmp in run_dir.glob(pattern):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FolderLock:
+    """Exclusive ownership of a results folder: `with FolderLock(run_dir, log): ...`.
+
+    The lock file names the owner's pid, host and start time. A lock left by a dead
+    process on this host is taken over (and said so); any other lock refuses in one line.
+    """
+
+    def __init__(self, run_dir: Path, log=lambda _: None):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.log = log
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+
+    def __enter__(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._handle_existing()
+                continue
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create {self.path} ({exc.strerror or exc}); check that the "
+                    "results folder is writable"
+                ) from None
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.owner, handle)
+            return self
+        raise UserError(f"{self.path.parent} is locked by another run; try again")
+
+    def _handle_existing(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, host, since = int(owner["pid"]), str(owner["host"]), float(owner["since"])
+        except (OSError, ValueError, KeyError, TypeError):
+            owner, pid, host, since = None, -1, "", 0.0
+        if owner is not None and (host != socket.gethostname() or _alive(pid)):
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(since))
+            raise UserError(
+                f"{self.path.parent} is in use by another nodescope run (pid {pid} on "
+                f"{host}, since {started}); wait for it to finish or use --out DIR"
+            )
+        what = f"pid {pid} is gone" if owner else "it is unreadable"
+        self.log(f"taking over the stale lock of {self.path.parent} ({what})")
+        self.path.unlink(missing_ok=True)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+            self.path.parent.rmdir()  # only when the run left nothing in it
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,183 @@
+"""Faults that must never lose or silently change finished results."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import nodescope
+from nodescope.cli import main
+from nodescope.errors import UserError
+from nodescope.results.integrity import LOCK_NAME, FolderLock, damage
+from nodescope.runner.store import write_atomic
+from nodescope.spec.toml_io import dump_toml
+
+
+def write_spec(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(dump_toml(spec))
+    return path
+
+
+def lock_as(run_dir: Path, pid: int, host: str | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    owner = {"pid": pid, "host": host or socket.gethostname(), "since": time.time()}
+    (run_dir / LOCK_NAME).write_text(json.dumps(owner))
+
+
+def test_a_folder_in_use_refuses_a_second_run_even_with_fresh(tiny, tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    lock_as(out, os.getppid())  # a live process on this host owns it
+    for extra in ([], ["--fresh"]):
+        capsys.readouterr()
+        assert main(["run", str(spec), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by another nodescope run (pid {os.getppid()}" in err
+        assert err.count("\n") == 1
+    assert (out / "group-000.nc").exists()  # --fresh deleted nothing
+    lock_as(out, 12345, host="another-host")
+    assert main(["probe", str(out), "--add", "activation_fraction"]) == 2
+
+
+def test_a_stale_lock_is_taken_over(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    lock_as(out, 2**22 + 12345)  # above the kernel's pid limit: no such process
+    assert main(["run", str(write_spec(tmp_path, tiny)), "--out", str(out)]) == 0
+    assert "taking over the stale lock" in capsys.readouterr().err
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_lock_is_exclusive_within_a_process(tmp_path):
+    with FolderLock(tmp_path / "run"):
+        lock = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+        assert lock["pid"] == os.getpid()
+        with pytest.raises(UserError, match="in use by another nodescope run"):
+            FolderLock(tmp_path / "run").__enter__()
+    assert not (tmp_path / "run").exists()  # an empty folder is not left behind
+
+
+def test_a_flipped_byte_is_named_and_the_group_redone(tiny, tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    before = nodescope.open(out).activation_fraction.load()
+    path = out / "group-000.nc"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert damage(path) is not None
+    with pytest.raises(UserError, match="group-000.nc is damaged"):
+        nodescope.open(out)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "group-000.nc is damaged" in err and "run the spec again" in err
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    assert "already stored" not in capsys.readouterr().out
+    xr.testing.assert_equal(nodescope.open(out).activation_fraction.load(), before)
+
+
+def test_a_full_disk_loses_no_finished_group(tiny, tmp_path, capsys, monkeypatch):
+    tiny["sweep"] = {"model.width": [8, 16]}  # two groups
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    real = xr.Dataset.to_netcdf
+    calls = []
+
+    def second_write_fails(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", second_write_fails)
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1
+    assert not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", real)
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    assert "1 already stored" in capsys.readouterr().out
+
+
+def test_concurrent_writers_never_leave_an_unreadable_file(tmp_path):
+    path = tmp_path / "group-000.nc"
+    errors = []
+
+    def writer(value: float) -> None:
+        try:
+            for _ in range(8):
+                write_atomic(xr.Dataset({"v": ("x", np.full(1000, value))}), path)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(float(i),)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with xr.open_dataset(path) as ds:
+        assert len(set(ds.v.values.tolist())) == 1
+    assert damage(path) is None
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sigterm_ends_a_run_in_one_line_and_leaves_nothing_behind(tiny, tmp_path):
+    tiny["training"]["epochs"] = 200
+    tiny["sweep"] = {"model.width": [8, 16]}
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nodescope", "run", str(spec), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / LOCK_NAME).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().count("\n") == 0 and "interrupted" in err
+    assert not (out / LOCK_NAME).exists()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_diverged_members_are_recorded_and_the_rest_trains_unchanged(tiny, tmp_path, capsys):
+    tiny["optimiser"] = {"name": "sgd", "lr": 0.05}
+    tiny["training"]["loss"] = "mse"
+    tiny["probes"] = {"curves": {}, "sample_sets": {}}
+    alone = tmp_path / "alone"
+    assert main(["run", str(write_spec(tmp_path, tiny)), "--out", str(alone)]) == 0
+    tiny["sweep"] = {"optimiser.lr": [0.05, 1e6]}
+    both = tmp_path / "both"
+    capsys.readouterr()
+    assert main(["run", str(write_spec(tmp_path, tiny)), "--out", str(both)]) == 0
+    out = capsys.readouterr().out
+    assert "diverged" in out and "lr=1000000.0" in out
+    ds, ref = nodescope.open(both).isel(seed=0), nodescope.open(alone).isel(seed=0)
+    assert int(ds.diverged.sel(lr=0.05)) == 0 and int(ds.diverged.sel(lr=1e6)) == 1
+    assert float(ds.diverged_epoch.sel(lr=1e6)) == 1
+    bad = ds.sel(lr=1e6)
+    assert bad.final_accuracy.isnull().all() and bad.final_loss.isnull().all()
+    assert bad.activation_fraction.isel(epoch=slice(1, None)).isnull().all()
+    assert bad.activation_fraction.isel(epoch=0).notnull().any()  # before it diverged
+    good = ds.sel(lr=0.05)
+    np.testing.assert_allclose(good.final_loss.values, ref.final_loss.values)
+    np.testing.assert_allclose(
+        good.activation_fraction.values, ref.activation_fraction.values, equal_nan=True
+    )
