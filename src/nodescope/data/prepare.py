@@ -161,8 +161,11 @@ def _targets(specs: list[Spec], labels: np.ndarray, split: str, n_classes: int):
     return np.stack(targets), np.stack(corrupted)
 
 
-def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
-    """All splits of one group on `device`, one input block per distinct InputVariant."""
+def build_group_data(
+    specs: list[Spec], device: torch.device, dtype: torch.dtype = torch.float32
+) -> GroupData:
+    """All splits of one group on `device`, one input block per distinct InputVariant;
+    inputs in `dtype` (the training dtype)."""
     first = specs[0].data
     idx_splits = _idx_splits(first) if first.name != "synthetic_patterns" else None
     generated: dict[tuple[str, float], HostSplit] = {}
@@ -187,7 +190,7 @@ def build_group_data(specs: list[Spec], device: torch.device) -> GroupData:
         if split == "train" and any(s.noise.label_fraction > 0 for s in specs):
             corrupted = replaced
         splits[split] = SplitData(
-            x=torch.from_numpy(np.stack(inputs)).to(device),
+            x=torch.from_numpy(np.stack(inputs)).to(device=device, dtype=dtype),
             variant=torch.tensor(
                 [index_of[InputVariant.of(s, split)] for s in specs], device=device
             ),

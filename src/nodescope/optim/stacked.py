@@ -33,13 +33,19 @@ class StackedOptimiser:
     sgd:   b <- mu b + g;  p <- p - lr b                (torch.optim.SGD, dampening 0)
     adam:  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
            p <- p - lr m_hat / (sqrt(v_hat) + eps),  m_hat = m/(1-b1^t), v_hat = v/(1-b2^t)
-    layca: the base step s (sgd: s = -v with v <- mu v - g, i.e. s <- mu s + g;
-           adam: s = m_hat / (sqrt(v_hat) + eps)) is, per layer and member,
-           projected on the orthogonal complement of w:  s <- s - (<s,w>/<w,w>) w,
-           rescaled to the weight's norm:  s <- s ||w|| / ||s||  (s = 0 if ||s|| < 1e-7),
-           applied:  w' = w - lr s,  and w' is rescaled back to ||w||.
-           Biases and batch-norm parameters are not updated (as in the authors' Keras
-           layca_optimizers.py). Each step rotates a layer by the angle atan(lr).
+    layca: as the authors' Keras layca_optimizers.py, per layer and member:
+           the base step s carries the learning rate, as in Keras:
+             sgd:  s <- mu s + lr g  (Keras keeps the velocity v = -s = mu v - lr g)
+             adam: s = lr_t m / (sqrt(v) + eps),  lr_t = lr sqrt(1-b2^t) / (1-b1^t)
+                   (Keras's form; eps is added to sqrt(v), not sqrt(v_hat), and Keras's
+                   default eps is 1e-7 where nodescope's is torch's 1e-8);
+           s is projected on the orthogonal complement of w:  s <- s - (<s,w>/<w,w>) w,
+           set to 0 if ||s|| <= 1e-7, else rescaled to the weight's norm:
+           s <- s ||w|| / ||s||;  then w' = w - lr s, and w' is rescaled back to ||w||.
+           Biases and batch-norm parameters are not updated. Each step rotates a layer
+           by the angle atan(lr). Since the velocity holds the learning rate of the
+           steps that built it, a learning-rate change turns the direction gradually,
+           as in Keras.
     """
 
     def __init__(self, params: list[tuple[torch.nn.Parameter, str]], specs: list[Spec]):
@@ -77,22 +83,24 @@ class StackedOptimiser:
                 continue
             keep = None if active is None else _expand(active, p)
             g = p.grad
+            layca = self.name == "layca"
+            lr_p = _expand(lr, p)
             if self.base == "adam":
                 b1, b2 = _expand(self.beta1, p), _expand(self.beta2, p)
                 m = _masked(keep, b1 * state["m"] + (1 - b1) * g, state["m"])
                 v = _masked(keep, b2 * state["v"] + (1 - b2) * g * g, state["v"])
                 state["m"], state["v"] = m, v
                 t = _expand(self.t.clamp(min=1), p)
-                m_hat = m / (1 - b1**t)
-                v_hat = v / (1 - b2**t)
-                s = m_hat / (v_hat.sqrt() + _expand(self.eps, p))
+                eps = _expand(self.eps, p)
+                if layca:  # Keras: lr_t m / (sqrt(v) + eps)
+                    s = lr_p * (1 - b2**t).sqrt() / (1 - b1**t) * m / (v.sqrt() + eps)
+                else:  # torch: m_hat / (sqrt(v_hat) + eps), scaled by lr below
+                    s = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
             else:
-                b = _masked(keep, _expand(self.momentum, p) * state["b"] + g, state["b"])
+                grad_step = lr_p * g if layca else g  # Keras's velocity holds lr
+                b = _masked(keep, _expand(self.momentum, p) * state["b"] + grad_step, state["b"])
                 state["b"] = s = b
-            if self.name == "layca":
-                new = _layca_update(p, s, _expand(lr, p))
-            else:
-                new = p - _expand(lr, p) * s
+            new = _layca_update(p, s, lr_p) if layca else p - lr_p * s
             p.copy_(_masked(keep, new, p))
 
 
@@ -103,7 +111,7 @@ def _masked(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> 
 def _layca_update(w: torch.Tensor, s: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
     w_norm = _norm(w)
     s = s - (s * w).flatten(1).sum(1).view_as(w_norm) / (w_norm**2) * w
-    s_norm = _norm(s)
+    s_norm = _norm(s)  # the step still carries the learning rate here, as in Keras
     s = torch.where(s_norm > LAYCA_MIN_STEP_NORM, s * w_norm / s_norm.clamp_min(1e-30), 0.0)
     new = w - lr * s
     return new * w_norm / _norm(new)

@@ -53,6 +53,7 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
     tree.add(
         f"training: {opt} lr {o.lr}, {t.loss} loss, batch {spec.batch_size()}, "
         f"{t.epochs} epochs × {spec.steps_per_epoch()} steps"
+        + (", float64 (about 2x the time and memory of float32)" if t.dtype == "float64" else "")
     )
     tree.add(f"checkpoints: {len(steps)} (steps {steps[0]} … {steps[-1]})")
     probes = [name for name, _ in spec.probes.enabled()]

@@ -102,7 +102,7 @@ def replay_group(spec: Spec, group: Group, name: str, run_dir: Path, device) -> 
             raise UserError(f"{wpath}: weights of another spec; run the spec again")
     torch.set_flush_denormal(True)
     specs = [m.spec for m in group.members]
-    data = build_group_data(specs, device)
+    data = build_group_data(specs, device, getattr(torch, spec.training.dtype))
     model = build_stacked(group).to(device).eval()
     steps = checkpoint_steps(spec)
     ctx = ProbeContext(

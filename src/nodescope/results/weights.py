@@ -97,7 +97,7 @@ def read_state(path: Path, snapshot: int) -> dict[str, torch.Tensor]:
 def snapshot_table(path: Path) -> xr.Dataset:
     """The snapshot coordinates (step, epoch, kind) of a weights file, and its attributes."""
     with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds[["step", "epoch", "kind"]].drop_vars([], errors="ignore").load()
+        return ds[["step", "epoch", "kind"]].load()
 
 
 def find_snapshot(path: Path, epoch: float | str) -> int:
@@ -124,7 +124,8 @@ def build_stacked(group: Group) -> StackedMLP:
     spec = group.spec
     specs = [m.spec for m in group.members]
     n_out = n_outputs(spec.training.loss, spec.data.num_classes)
-    return StackedMLP(specs, spec.data.num_features, n_out)
+    dtype = getattr(torch, spec.training.dtype)
+    return StackedMLP(specs, spec.data.num_features, n_out).to(dtype)
 
 
 def load_group_model(spec: Spec, group: Group, run_dir: Path, epoch: float | str) -> StackedMLP:
@@ -154,7 +155,7 @@ def member_sequential(model: StackedMLP, e: int) -> nn.Sequential:
     n_layers = len(model.weights)
     for i in range(n_layers):
         w = model.weights[i].detach()[e]
-        linear = nn.Linear(w.shape[0], w.shape[1], bias=i in model.bias_of)
+        linear = nn.Linear(w.shape[0], w.shape[1], bias=i in model.bias_of, dtype=w.dtype)
         with torch.no_grad():
             linear.weight.copy_(w.T)
             if i in model.bias_of:
@@ -164,7 +165,7 @@ def member_sequential(model: StackedMLP, e: int) -> nn.Sequential:
             break
         if model.batch_norm:
             h = w.shape[1]
-            bn = nn.BatchNorm1d(h, eps=BN_EPS, momentum=BN_MOMENTUM)
+            bn = nn.BatchNorm1d(h, eps=BN_EPS, momentum=BN_MOMENTUM, dtype=w.dtype)
             with torch.no_grad():
                 bn.weight.copy_(model.bn_weight[i].detach()[e, 0])
                 bn.bias.copy_(model.bn_bias[i].detach()[e, 0])

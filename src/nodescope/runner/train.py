@@ -187,9 +187,10 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     torch.set_flush_denormal(True)
     spec = group.spec
     specs = [m.spec for m in group.members]
-    data = build_group_data(specs, device)
+    dtype = getattr(torch, spec.training.dtype)
+    data = build_group_data(specs, device, dtype)
     n_out = n_outputs(spec.training.loss, data.n_classes)
-    model = StackedMLP(specs, spec.data.num_features, n_out).to(device)
+    model = StackedMLP(specs, spec.data.num_features, n_out).to(device=device, dtype=dtype)
     opt = StackedOptimiser(model.parameter_kinds(), specs)
     steps = checkpoint_steps(spec)
     ck_of = {s: i for i, s in enumerate(steps)}

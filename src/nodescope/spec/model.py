@@ -199,6 +199,8 @@ class Training(Strict):
     until_train_accuracy: Probability | None = None
     early_stopping: EarlyStopping | None = None
     eval_chunk: PositiveInt = 4096
+    # float64 keeps long chaotic runs (e.g. full-batch Layca) identical alone and stacked
+    dtype: Literal["float32", "float64"] = "float32"
 
 
 class Noise(Strict):
