@@ -55,6 +55,8 @@ def reference_split(spec, split: str, sigma: float):
     size = dict(zip(("train", "val", "test"), d.sizes(), strict=True))[split]
     rng = numpy_rng(d.seed, split)
     patterns = rng.permutation(np.arange(size) % d.n_patterns)
+    if d.noise_draws == "independent":  # a noise stream of its own per sigma
+        rng = numpy_rng(d.seed, split, round(sigma * 1e9))
     x = sigma * rng.standard_normal((size, d.n_dim))
     for i, p in enumerate(patterns):
         for j in masks[p]:
@@ -272,3 +274,24 @@ def test_different_sigma_keeps_masks_and_patterns():
     both = build_group_data([low, high], CPU)
     assert torch.equal(both.splits["train"].x[0], a.splits["train"].x[0])
     assert torch.equal(both.splits["train"].x[1], b.splits["train"].x[0])
+
+
+def test_noise_draws_common_share_one_stream_independent_do_not():
+    """With delta = 0 a sample is its normalised noise: one shared stream gives the same
+    samples at every sigma, independent draws do not. Labels never depend on sigma."""
+    from nodescope.data.prepare import _synthetic_split
+    from nodescope.spec.model import Data
+
+    for draws, same in (("common", True), ("independent", False)):
+        data = Data(
+            name="synthetic_patterns",
+            n_dim=40,
+            n_patterns=4,
+            pattern_length=3,
+            delta=0.0,
+            train_size=50,
+            noise_draws=draws,
+        )
+        low, high = _synthetic_split(data, "train", 0.4), _synthetic_split(data, "train", 0.8)
+        assert np.array_equal(low.labels, high.labels)
+        assert np.allclose(low.x, high.x) is same

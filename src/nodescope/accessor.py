@@ -65,6 +65,11 @@ class NodescopeAccessor:
         patterns on both sides (winners above, losers below the other classes); 0 for a
         class detector, a node that separates nothing, or a class without spread; 1 when
         the other classes sit at one point in the middle of class c's range.
+
+        The index is nodescope's own, not the paper's: the winner-take-most paper plots μ_k
+        (Figs. 2-4) and describes winners and losers in words but defines no number. W_c
+        condenses that reading into one value per node and class so that runs can be
+        compared and aggregated.
         """
         mu = self._ds["pattern_preactivation"]
         classes = np.unique(mu.pattern_class.values).astype(int)
@@ -85,8 +90,12 @@ class NodescopeAccessor:
         return out.transpose(*[d for d in mu.dims if d != "pattern"], "label")
 
     def top_neuron_wtm(self) -> xr.DataArray:
-        """The paper's reading of a top neuron: W_c of the class whose training samples have
-        the most negative mean dL/da sign (the class the neuron pushes up), per rank."""
+        """W_c of the class whose training samples have the most negative mean dL/da sign
+        (the class the neuron pushes up), per rank of the top neurons.
+
+        The top neurons and the dL/da signs are the paper's (Fig. 3); picking the pushed-up
+        class this way and scoring it with :meth:`wtm_index` is nodescope's own summary.
+        """
         ds = self._ds
         sign_by_class = ds["grad_sign_mean"].groupby(ds["train_label"]).mean("train_sample")
         top = ds["top_node"]  # NaN for ranks beyond a narrow layer's width

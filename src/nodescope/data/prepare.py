@@ -69,15 +69,31 @@ def synthetic_masks(data: Data) -> np.ndarray:
 
 
 def _synthetic_split(data: Data, split: str, sigma: float) -> HostSplit:
+    """One split at noise level sigma. The sequence of patterns depends on data.seed only,
+    so members of a noise sweep share labels; the noise itself is one stream scaled by
+    sigma (noise_draws = "common") or a stream of its own per sigma ("independent")."""
     size = dict(zip(SPLITS, data.sizes(), strict=True))[split]
-    return synthetic_sample(data, size, sigma, numpy_rng(data.seed, split))
+    rng = numpy_rng(data.seed, split)
+    noise_rng = None
+    if data.noise_draws == "independent":
+        noise_rng = numpy_rng(data.seed, split, round(sigma * 1e9))
+    return synthetic_sample(data, size, sigma, rng, noise_rng)
 
 
-def synthetic_sample(data: Data, size: int, sigma: float, rng: np.random.Generator) -> HostSplit:
-    """`size` balanced samples of the spec's patterns (same masks) at noise level sigma."""
+def synthetic_sample(
+    data: Data,
+    size: int,
+    sigma: float,
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator | None = None,
+) -> HostSplit:
+    """`size` balanced samples of the spec's patterns (same masks) at noise level sigma;
+    the noise comes from `noise_rng` when given, else from `rng` after the patterns."""
     masks = synthetic_masks(data)
     patterns = synthetic.balanced_patterns(size, data.n_patterns, rng)
-    x = synthetic.draw_samples(masks, patterns, data.n_dim, data.delta, sigma, rng)
+    x = synthetic.draw_samples(
+        masks, patterns, data.n_dim, data.delta, sigma, noise_rng if noise_rng else rng
+    )
     labels = synthetic.pattern_class(patterns, data.n_patterns, data.n_classes)
     return HostSplit(x, labels.astype(np.int64), patterns.astype(np.int64))
 

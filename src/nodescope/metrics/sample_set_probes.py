@@ -120,7 +120,8 @@ class SampleSetsProbe(ActivationFractionProbe):
     predictability p = 1 − H(Ẑ|Y)/log 2 and informativeness u = 1 − H(Y|Ẑ)/log|C|
     (NaN for dead and always-active nodes), dead (|Ŝ| = 0), always_active (|Ŝ| = |S|),
     churn entered/left (eval samples that joined / left the sample set since the
-    previous checkpoint) and node_cost = mean over class-c members of Ŝ of ∂L_s/∂a.
+    previous checkpoint) and node_cost = mean over class-c members of Ŝ of ∂L_s/∂a (the
+    paper's per-sample cost, eq. 2; the class mean is nodescope's).
     """
 
     name = "sample_sets"

@@ -390,6 +390,10 @@ def node_cost(cost_sums: torch.Tensor, on_counts: torch.Tensor) -> torch.Tensor:
                = Φ⁽ᶜ⁾_{l,j} / |Ŝ⁽ᶜ⁾_{l,j}|,
 
     NaN where |Ŝ⁽ᶜ⁾_{l,j}| = 0.
+
+    The paper defines only the per-sample φ^s_{l,j} (eq. 2); the mean per class over the
+    sample set is nodescope's summary, so that one value per node and class can be stored
+    at every checkpoint instead of one per sample.
     """
     sums = cost_sums.to(torch.float64)
     counts = on_counts.to(device=sums.device, dtype=torch.float64)

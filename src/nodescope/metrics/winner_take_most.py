@@ -89,6 +89,9 @@ def wtm_index(means: torch.Tensor, pattern_class: torch.Tensor, n_classes: int) 
     on one side) and for a node that does not separate anything; W_c = 1 when the other
     classes sit at one point in the middle of class c's range; 0 when class c's
     patterns share one value (no spread). Returns (..., C).
+
+    nodescope's own index: the paper plots μ_k and describes the behaviour in words but
+    defines no number for it.
     """
     out = []
     for c in range(n_classes):

@@ -83,6 +83,9 @@ class Data(Strict):
     sigma_test: Annotated[float, Field(ge=0.0)] | None = None
     n_classes: Annotated[int, Field(ge=2)] = 2
     overlap: bool = False
+    # synthetic: members with different sigma draw independent noise (as the paper), or
+    # share one noise stream scaled by sigma (common random numbers, less variance)
+    noise_draws: Literal["independent", "common"] = "independent"
 
     @model_validator(mode="after")
     def _check(self) -> Data:
