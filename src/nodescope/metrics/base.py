@@ -28,6 +28,21 @@ class ProbeContext:
     data: GroupData
     specs: list = field(default_factory=list)  # the members' Spec objects
 
+    @classmethod
+    def of(cls, specs: list, n_checkpoints: int, widths: list[int], data: GroupData):
+        """The context of a group's members (their Spec objects) and data."""
+        first = specs[0]
+        return cls(
+            len(specs),
+            n_checkpoints,
+            widths,
+            data.n_classes,
+            first.model.activation,
+            first.training.loss,
+            data,
+            specs,
+        )
+
     @property
     def max_width(self) -> int:
         return max(self.widths)

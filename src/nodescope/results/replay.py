@@ -21,7 +21,7 @@ from ..spec import Group, Spec, checkpoint_steps, plan, resolved_toml
 from ..spec.load import apply_override, parse_overrides, validate_dict
 from .folder import RESOLVED_NAME, read_resolved_spec
 from .lazy import NETCDF_LOCK
-from .weights import build_stacked, read_state, snapshot_table, training_hash, weights_path
+from .weights import build_stacked, checked_weights, read_state, snapshot_table
 
 
 def spec_with_probe(spec: Spec, name: str, overrides: list[str]) -> Spec:
@@ -91,30 +91,13 @@ def replay_group(spec: Spec, group: Group, name: str, run_dir: Path, device) -> 
     from ..metrics import PROBES, ProbeContext
     from ..runner.train import record_checkpoint
 
-    wpath = weights_path(run_dir, group.index)
-    if not wpath.exists():
-        raise UserError(
-            f"{run_dir}: no stored weights for group {group.index}; probes can be added "
-            "after training only to runs made with checkpoints.weights = true"
-        )
-    with NETCDF_LOCK, xr.open_dataset(wpath, engine="netcdf4") as ds:
-        if ds.attrs.get("training_hash") != training_hash(group):
-            raise UserError(f"{wpath}: weights of another spec; run the spec again")
+    wpath = checked_weights(run_dir, group)
     torch.set_flush_denormal(True)
     specs = [m.spec for m in group.members]
     data = build_group_data(specs, device, getattr(torch, spec.training.dtype))
     model = build_stacked(group).to(device).eval()
     steps = checkpoint_steps(spec)
-    ctx = ProbeContext(
-        len(specs),
-        len(steps),
-        model.widths,
-        data.n_classes,
-        spec.model.activation,
-        spec.training.loss,
-        data,
-        specs,
-    )
+    ctx = ProbeContext.of(specs, len(steps), model.widths, data)
     probe = PROBES[name](getattr(spec.probes, name), ctx)
     _replayable(name, probe)
     table = snapshot_table(wpath)

@@ -128,7 +128,8 @@ def build_stacked(group: Group) -> StackedMLP:
     return StackedMLP(specs, spec.data.num_features, n_out).to(dtype)
 
 
-def load_group_model(spec: Spec, group: Group, run_dir: Path, epoch: float | str) -> StackedMLP:
+def checked_weights(run_dir: Path, group: Group) -> Path:
+    """The group's weights file, after checking it exists and belongs to this group."""
     path = weights_path(run_dir, group.index)
     if not path.exists():
         raise UserError(
@@ -142,6 +143,11 @@ def load_group_model(spec: Spec, group: Group, run_dir: Path, epoch: float | str
             f"{path}: the weights belong to another version of the spec; run the spec "
             "again to redo that group"
         )
+    return path
+
+
+def load_group_model(spec: Spec, group: Group, run_dir: Path, epoch: float | str) -> StackedMLP:
+    path = checked_weights(run_dir, group)
     model = build_stacked(group)
     model.load_state_dict(read_state(path, find_snapshot(path, epoch)))
     return model.eval()

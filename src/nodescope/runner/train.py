@@ -194,16 +194,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
     opt = StackedOptimiser(model.parameter_kinds(), specs)
     steps = checkpoint_steps(spec)
     ck_of = {s: i for i, s in enumerate(steps)}
-    ctx = ProbeContext(
-        len(specs),
-        len(steps),
-        model.widths,
-        data.n_classes,
-        spec.model.activation,
-        spec.training.loss,
-        data,
-        specs,
-    )
+    ctx = ProbeContext.of(specs, len(steps), model.widths, data)
     probes = [PROBES[name](opts, ctx) for name, opts in spec.probes.enabled()]
     rules = StopRules(group, model, data)
     step_probes = [p for p in probes if p.needs_train_steps]
