@@ -58,11 +58,15 @@ def main() -> None:
     t_alone = timed(alone, device)
     t_stacked = timed(stacked, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"{args.members} members, width {args.width}, {args.epochs} epochs")
-    print(f"one at a time: {t_alone:.2f} s   stacked: {t_stacked:.2f} s   "
-          f"speed-up x{t_alone / t_stacked:.2f}")
+    print(
+        f"one at a time: {t_alone:.2f} s   stacked: {t_stacked:.2f} s   "
+        f"speed-up x{t_alone / t_stacked:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,22 +1,114 @@
+"""Sweeps on Dask (loopback only): local clusters, an existing scheduler, dying workers."""
+
 from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
 
 import pytest
 import xarray as xr
 
 import nodescope
 from nodescope.cli import main
+from nodescope.runner.resume import state_path
 from nodescope.spec.toml_io import dump_toml
 
-pytest.importorskip("dask.distributed")
+distributed = pytest.importorskip("distributed")
 
 
-def test_dask_executor_stores_the_same_results_as_local(tiny, tmp_path):
-    tiny["sweep"] = {"seed": [0, 1], "model.width": [4, 8]}
-    spec = tmp_path / "spec.toml"
-    spec.write_text(dump_toml(tiny))
+def write_spec(tmp_path, spec: dict):
+    path = tmp_path / "spec.toml"
+    path.write_text(dump_toml(spec))
+    return path
+
+
+def assert_same_results(a_dir, b_dir) -> None:
+    a, b = nodescope.open(a_dir).load(), nodescope.open(b_dir).load()
+    assert set(a.data_vars) == set(b.data_vars)
+    for name in b.data_vars:
+        if name != "wall_time":
+            xr.testing.assert_identical(a[name], b[name])
+
+
+def test_workers_store_the_same_results_as_in_process(tiny, tmp_path, capsys):
+    tiny["sweep"] = {"seed": [0, 1], "model.width": [4, 8, 12]}
+    tiny["probes"] = {"curves": {}, "sample_sets": {}}
+    spec = write_spec(tmp_path, tiny)
     assert main(["run", str(spec), "--out", str(tmp_path / "local")]) == 0
-    assert main(["run", str(spec), "--out", str(tmp_path / "dask"), "--executor", "dask"]) == 0
-    local, remote = nodescope.open(tmp_path / "local"), nodescope.open(tmp_path / "dask")
-    assert len(list((tmp_path / "dask").glob("group-*.nc"))) == 2
-    for name in ("loss", "activation_fraction", "final_accuracy"):
-        xr.testing.assert_identical(local[name], remote[name])
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(tmp_path / "dask"), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert len(list((tmp_path / "dask").glob("group-*.nc"))) == 3
+    assert_same_results(tmp_path / "dask", tmp_path / "local")
+    # progress came from the workers while they trained, one line per group at least
+    for index in range(3):
+        assert f"group {index} (2 members): step 21/21" in out
+
+
+def test_a_killed_worker_still_completes_the_sweep_with_identical_results(tiny, tmp_path, capsys):
+    tiny["data"].update(train_size=2000)
+    tiny["training"].update(epochs=40, batch_size=20)
+    tiny["checkpoints"] = {"every": 1}
+    tiny["probes"] = {"curves": {}, "sample_sets": {}}
+    tiny["resume"] = {"every_epochs": 1}
+    tiny["sweep"] = {"seed": [0, 1], "model.width": [8, 12]}
+    spec = write_spec(tmp_path, tiny)
+    local, dask_dir = tmp_path / "local", tmp_path / "dask"
+    assert main(["run", str(spec), "--out", str(local)]) == 0
+
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR
+    )
+    with cluster, distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
+        result = {}
+        argv = ["run", str(spec), "--out", str(dask_dir), "--scheduler", cluster.scheduler_address]
+        run = threading.Thread(target=lambda: result.update(rc=main(argv)))
+        run.start()
+        deadline = time.time() + 240
+        states = {i: state_path(dask_dir, i) for i in range(2)}
+        while not any(s.exists() for s in states.values()) and time.time() < deadline:
+            time.sleep(0.02)
+        started = next(i for i, s in states.items() if s.exists())
+        key = next(k for k in client.who_has() if f"-group-{started:03d}-" in str(k))
+        owner = next(w for w, keys in client.processing().items() if key in keys)
+        os.kill(pids[owner], signal.SIGKILL)
+        assert not (dask_dir / f"group-{started:03d}.nc").exists(), "killed too late"
+        run.join(timeout=600)
+        assert result.get("rc") == 0
+    out = capsys.readouterr().out
+    assert "resuming from its saved training state at epoch" in out
+    assert_same_results(dask_dir, local)
+    assert not (dask_dir / "state").exists()
+
+
+def test_a_scheduler_that_is_not_there_is_one_line(tiny, tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny)
+    started = time.perf_counter()
+    code = main(
+        ["run", str(spec), "--out", str(tmp_path / "r"), "--scheduler", "tcp://127.0.0.1:9"]
+    )
+    assert code == 2
+    assert time.perf_counter() - started < 30
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "0"], "--workers 0: give a positive number or 'auto'"),
+        (["--workers", "two"], "--workers two: give a positive number or 'auto'"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "not both"),
+    ],
+)
+def test_bad_dask_options_are_one_line(tiny, tmp_path, capsys, flags, message):
+    spec = write_spec(tmp_path, tiny)
+    assert main(["run", str(spec), "--out", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert not list((tmp_path / "r").glob("group-*.nc"))

@@ -5,6 +5,7 @@ import pytest
 from nodescope.errors import UserError
 from nodescope.spec import checkpoint_steps, expand, plan
 from nodescope.spec.load import validate_dict
+from nodescope.spec.size import training_bytes_per_member
 
 
 def spec_of(d):
@@ -93,6 +94,30 @@ def test_max_group_size_splits_groups(tiny):
     tiny["sweep"] = {"seed": [0, 1, 2, 3, 4]}
     tiny["device"] = {"max_group_size": 2}
     assert [len(g.members) for g in plan(spec_of(tiny))] == [2, 2, 1]
+
+
+def test_training_memory_estimate_by_hand(tiny):
+    spec = validate_dict(tiny, "t")
+    # 690 parameters (40*16 + 16 first-layer biases + 16*2 + 2) x 4 copies under Adam,
+    # 32 x (16 + 2) x 3 batch activations, 360 x 18 x 2 eval activations (all splits fit
+    # one chunk), float32; probes: (8 finals + 30 curves + 160 fractions) float64 values
+    expected = (690 * 4 + 32 * 18 * 3 + 360 * 18 * 2) * 4 + (8 + 30 + 160) * 8
+    assert training_bytes_per_member(spec) == expected == 71376
+    tiny["training"]["dtype"] = "float64"
+    tiny["training"]["early_stopping"] = {"patience": 2}
+    assert training_bytes_per_member(validate_dict(tiny, "t")) == (
+        (690 * 5 + 32 * 18 * 3 + 360 * 18 * 2) * 8 + (8 + 30 + 160 + 2) * 8
+    )
+
+
+def test_memory_budget_splits_groups_into_member_chunks(tiny):
+    tiny["sweep"] = {"seed": list(range(7))}
+    tiny["device"] = {"memory_budget_gb": 3.5 * 71376 / 1e9}
+    assert [len(g.members) for g in plan(validate_dict(tiny, "t"))] == [3, 3, 1]
+    tiny["device"]["max_group_size"] = 2
+    assert [len(g.members) for g in plan(validate_dict(tiny, "t"))] == [2, 2, 2, 1]
+    tiny["device"] = {"memory_budget_gb": 1e-9}  # one member alone needs more: groups of 1
+    assert [len(g.members) for g in plan(validate_dict(tiny, "t"))] == [1] * 7
 
 
 def test_group_hash_changes_with_any_member_value(tiny):

@@ -50,10 +50,17 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from .results.integrity import FolderLock
+    from .runner.executors import worker_count
     from .runner.run import run_dir_for
     from .spec import load_spec
 
+    if args.workers and args.scheduler:
+        raise UserError(
+            "give --workers (a local cluster) or --scheduler (an existing one), not both"
+        )
     spec, text = load_spec(args.spec, args.overrides)
+    device = args.device or spec.device.type
+    args.worker_count = worker_count(args.workers, device) if args.workers else None
     with FolderLock(run_dir_for(spec, args.out), log=err_console.print):
         return _run_locked(args, spec, text)
 
@@ -61,6 +68,7 @@ def cmd_run(args) -> int:
 def _run_locked(args, spec, text) -> int:
     from .reports.progress import RunProgress
     from .runner.executors import run_dask, run_local
+    from .runner.resume import tidy_states
     from .runner.run import prepare_run
 
     device = args.device or spec.device.type
@@ -74,13 +82,17 @@ def _run_locked(args, spec, text) -> int:
         + f" → {rp.run_dir}"
     )
     started = time.perf_counter()
+    on_dask = args.executor == "dask" or args.workers or args.scheduler
+    steps = {g.index: g.spec.steps_per_epoch() for g in rp.groups}
     try:
-        if args.executor == "dask":
-            run_dask(rp, device, args.scheduler)
-        else:
-            steps = {g.index: g.spec.steps_per_epoch() for g in rp.groups}
-            with RunProgress(console, steps) as progress:
-                run_local(rp, device, progress.for_group)
+        with RunProgress(console, steps) as progress:
+            if on_dask:
+                run_dask(
+                    rp, device, args.scheduler, args.worker_count, progress.for_group, progress.log
+                )
+            else:
+                run_local(rp, device, progress.for_group, progress.log)
+        tidy_states(rp.run_dir)
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: finished groups are stored in {rp.run_dir}; run the same command "
@@ -181,8 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results folder (default runs/<experiment name>)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides device.type")
     p.add_argument("--fresh", action="store_true", help="retrain groups already stored")
-    p.add_argument("--executor", choices=["local", "dask"], default="local")
-    p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    p.add_argument(
+        "--workers",
+        metavar="N",
+        help="train the groups on a local Dask cluster of N worker processes ('auto': one "
+        "per visible GPU, else one per CPU core)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="train the groups on the existing Dask cluster at ADDRESS (tcp://host:8786)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="'dask' without --workers or --scheduler: a local cluster, one worker per core",
+    )
     _add_spec_options(p)
     p.set_defaults(func=cmd_run)
 

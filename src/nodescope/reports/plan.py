@@ -9,6 +9,7 @@ from ..spec.size import (
     BYTES_PER_VALUE,
     estimated_bytes,
     gap_pairs,
+    training_bytes_per_member,
     values_per_member,
     weight_bytes,
 )
@@ -70,6 +71,16 @@ def plan_tree(path: str, spec: Spec, groups: list[Group]) -> Tree:
     for g in groups:
         sweep.add(
             f"group {g.index}: {plural(len(g.members), 'member')} ({_coords_text(g.members)})"
+        )
+    if spec.device.memory_budget_gb:
+        budget = spec.device.memory_budget_gb
+        per_member = sorted({training_bytes_per_member(g.spec) for g in groups})
+        span = _human_bytes(per_member[0])
+        span += f" to {_human_bytes(per_member[-1])}" if len(per_member) > 1 else ""
+        over = " (a member alone needs more)" if per_member[-1] > budget * 1e9 else ""
+        tree.add(
+            f"training memory: about {span} per member; groups split to fit "
+            f"device.memory_budget_gb = {budget:g}{over}"
         )
     size = sum(estimated_bytes(g.spec, len(g.members)) for g in groups)
     tree.add(f"estimated result size: {_human_bytes(size)}")

@@ -48,6 +48,10 @@ class RunProgress:
         if self.live:
             self.progress.stop()
 
+    def log(self, message: str) -> None:
+        """A message printed above the live bars."""
+        self.console.print(message, highlight=False)
+
     def for_group(self, index: int, members: int) -> Callable[[int, int, float], None]:
         name = f"group {index} ({members} members)"
         spe = self.steps_per_epoch[index]

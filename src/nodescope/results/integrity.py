@@ -80,7 +80,7 @@ def damage(path: Path) -> str | None:
 
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Temporary files left by a run that was killed (called while holding the lock)."""
-    for pattern in (".*.tmp", "weights/.*.tmp"):
+    for pattern in (".*.tmp", "weights/.*.tmp", "state/.*.tmp"):
         for tmp in run_dir.glob(pattern):
             tmp.unlink(missing_ok=True)
 

@@ -27,8 +27,10 @@ def resolve_device(requested: str):
 
     if requested == "cpu":
         return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
+    if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
+    if requested.startswith("cuda:"):  # one GPU of several, chosen by a Dask worker
+        return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -92,6 +94,7 @@ def prepare_run(
     from ..results.integrity import remove_stale_temp_files
     from ..results.provenance import invocation
     from ..spec.toml_io import dump_toml
+    from .resume import remove_states
 
     run_dir = run_dir_for(spec, out)
     groups = plan(spec)
@@ -100,6 +103,7 @@ def prepare_run(
     if fresh and run_dir.exists():
         for f in run_dir.glob(GROUP_GLOB):
             f.unlink()
+        remove_states(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_NAME).write_text(spec_text)
     (run_dir / RESOLVED_NAME).write_text(resolved_toml(spec) + "\n")
@@ -125,21 +129,25 @@ def run_group_task(
     device_request: str,
     progress: Callable | None = None,
     context: dict[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> str:
     """Train one group and store it; the same task runs in-process or on a Dask worker.
-    `context` is the invocation's provenance (RunPlan.context)."""
+    `context` is the invocation's provenance (RunPlan.context). Training continues from
+    the group's saved training state when there is one (runner/resume.py)."""
     import torch
 
     from ..results.provenance import group_provenance, timestamp
     from ..results.weights import weights_path
+    from .resume import StateFile, state_path
     from .store import group_dataset, write_atomic
     from .train import train_group
 
     group = plan(spec)[group_index]
     device = resolve_device(device_request)
     started = timestamp()
+    state_file = StateFile(state_path(Path(run_dir), group.index), group, log)
     try:
-        result = train_group(group, device, progress)
+        result = train_group(group, device, progress, state_file)
     except torch.OutOfMemoryError:
         raise UserError(
             f"out of memory training group {group_index} ({len(group.members)} members) on "
@@ -152,4 +160,5 @@ def run_group_task(
     path = group_path(Path(run_dir), group)
     provenance = group_provenance(spec, device, started, context or {})
     write_atomic(group_dataset(spec, group, result, device_name(device), provenance), path)
+    state_file.remove()
     return str(path)

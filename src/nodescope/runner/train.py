@@ -21,6 +21,7 @@ from ..results.weights import WeightSnapshots
 from ..spec import Group, checkpoint_steps
 from ..spec.checkpoints import weight_steps
 from .divergence import mask_diverged
+from .resume import StateFile, object_state
 
 Progress = Callable[[int, int, float], None]  # (step, total_steps, mean loss)
 
@@ -176,12 +177,49 @@ class StopRules:
         return not bool(self.active.any())
 
 
+RULES_SKIP = ("model", "data")  # StopRules attributes rebuilt from the group, not saved
+PROBE_SKIP = ("options", "ctx")
+
+
+def training_state(model, opt, orders, rules, probes, snapshots) -> dict:
+    """Everything later training and probing depends on (see runner/resume.py)."""
+    return {
+        "model": model.state_dict(),
+        "frozen": model.frozen,
+        "optimiser": {"t": opt.t, "state": opt.state},
+        "orders": [g.get_state() for g in orders],
+        "rules": object_state(rules, RULES_SKIP),
+        "probes": [object_state(p, PROBE_SKIP) for p in probes],
+        "snapshots": snapshots.taken if snapshots else None,
+    }
+
+
+def restore_training(saved: dict, model, opt, orders, rules, probes, snapshots) -> None:
+    model.load_state_dict(saved["model"])
+    model.frozen = saved["frozen"]
+    opt.t, opt.state = saved["optimiser"]["t"], saved["optimiser"]["state"]
+    for g, order_state in zip(orders, saved["orders"], strict=True):
+        g.set_state(order_state.cpu())
+    vars(rules).update(saved["rules"])
+    for probe, probe_state in zip(probes, saved["probes"], strict=True):
+        vars(probe).update(probe_state)
+    if snapshots:
+        snapshots.taken = saved["snapshots"]
+
+
 def _lr_scale(milestones: list[float], factor: float, epoch: float) -> float:
     """Step decay: lr * factor^(number of milestones <= the current epoch)."""
     return factor ** sum(epoch >= m for m in milestones)
 
 
-def train_group(group: Group, device: torch.device, progress: Progress | None = None) -> GroupRun:
+def train_group(
+    group: Group,
+    device: torch.device,
+    progress: Progress | None = None,
+    state_file: StateFile | None = None,
+) -> GroupRun:
+    """Train and probe one group; with `state_file`, continue from its saved training
+    state when there is one, and save it at the intervals of the spec's [resume] table."""
     started = time.perf_counter()
     # Subnormal floats (gradients of saturated units) slow CPU arithmetic by 10-20x.
     torch.set_flush_denormal(True)
@@ -215,11 +253,16 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
         if snapshots:
             snapshots.at_checkpoint(model, at)
 
-    step, last_loss = 0, float("nan")
-    if 0 in ck_of:
+    step, first_epoch, last_loss, earlier_wall = 0, 0, float("nan"), 0.0
+    saved = state_file.load(device) if state_file else None
+    if saved is not None:
+        step, first_epoch = saved["step"], saved["epoch"]
+        last_loss, earlier_wall = saved["last_loss"], saved["wall_time"]
+        restore_training(saved, model, opt, orders, rules, probes, snapshots)
+    elif 0 in ck_of:
         checkpoint(0)
     model.train()
-    for epoch in range(spec.training.epochs):
+    for epoch in range(first_epoch, spec.training.epochs):
         perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         epoch_loss = torch.zeros(len(specs), device=device)
         for start in range(0, n, batch):
@@ -245,6 +288,11 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
                 progress(step, total, last_loss)
         rules.check_divergence(epoch_loss, epoch + 1)
         rules.end_of_epoch(epoch + 1)
+        if state_file and not rules.all_stopped and state_file.due(epoch + 1):
+            state = training_state(model, opt, orders, rules, probes, snapshots)
+            wall = earlier_wall + time.perf_counter() - started
+            state.update(step=step, epoch=epoch + 1, last_loss=last_loss, wall_time=wall)
+            state_file.save(state, epoch + 1)
         if rules.all_stopped:
             # Every member is frozen: later checkpoints record the frozen networks, as
             # they would if a still-training member had kept the group going.
@@ -297,7 +345,7 @@ def train_group(group: Group, device: torch.device, progress: Progress | None = 
             "1 where noise.label_fraction replaced the training label by a uniform random class",
         )
     variables = mask_diverged(variables, rules.diverged_epoch, np.array(steps) / spe)
-    wall = time.perf_counter() - started
+    wall = earlier_wall + time.perf_counter() - started
     variables["wall_time"] = variable(
         ("member",),
         np.full(len(specs), wall),

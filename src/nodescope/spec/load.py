@@ -159,7 +159,12 @@ def resolved_toml(spec: Spec) -> str:
 
 
 # Keys that cannot change what a run stores: where and how fast it runs, and free text.
-NOT_RESULTS = (("experiment", "description"), ("training", "eval_chunk"), ("device", None))
+NOT_RESULTS = (
+    ("experiment", "description"),
+    ("training", "eval_chunk"),
+    ("device", None),
+    ("resume", None),
+)
 
 
 def result_identity(spec: Spec) -> dict:

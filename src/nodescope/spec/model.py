@@ -356,6 +356,17 @@ class Probes(Strict):
 class Device(Strict):
     type: Literal["auto", "cpu", "cuda"] = "auto"
     max_group_size: PositiveInt | None = None
+    # Device memory (GB) one stacked group may use; larger groups are split into member
+    # chunks by an estimate of the memory per member (spec/size.py)
+    memory_budget_gb: Annotated[float, Field(gt=0)] | None = None
+
+
+class Resume(Strict):
+    # Save the training state at the end of an epoch once this many epochs (0: never by
+    # epochs) or minutes (0: never by time) have passed since the last save; a re-run
+    # continues from it. Both 0: a group interrupted mid-training starts again.
+    every_epochs: NonNegativeInt = 0
+    every_minutes: Annotated[float, Field(ge=0)] = 10.0
 
 
 class Spec(Strict):
@@ -369,6 +380,7 @@ class Spec(Strict):
     probes: Probes = Probes()
     sweep: dict[str, list | list[list[str]]] = {}
     device: Device = Device()
+    resume: Resume = Resume()
 
     @model_validator(mode="after")
     def _check(self) -> Spec:

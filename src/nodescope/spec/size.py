@@ -82,3 +82,23 @@ def weight_bytes(spec: Spec, n_members: int) -> int:
 
 def estimated_bytes(spec: Spec, n_members: int) -> int:
     return n_members * sum(values_per_member(spec).values()) * BYTES_PER_VALUE
+
+
+def training_bytes_per_member(spec: Spec) -> int:
+    """Estimated device memory one member of a stacked group needs while it trains.
+
+    nodescope's own estimate, for splitting groups (device.memory_budget_gb): parameters
+    with their gradients, optimiser moments and, under early stopping, the best weights;
+    activations, pre-activations and their gradients of one training batch; the kept
+    activations of one eval chunk; the probes' accumulators. The data set is shared by
+    the group and not counted. Real use is within about 2x of it for these MLPs.
+    """
+    value = 8 if spec.training.dtype == "float64" else 4
+    copies = 2 + (2 if spec.optimiser.layca_base == "adam" or spec.optimiser.name == "adam" else 1)
+    copies += 1 if spec.training.early_stopping else 0
+    units = sum(spec.model.hidden_widths()) + spec.data.num_classes
+    train_acts = spec.batch_size() * units * 3
+    eval_acts = min(spec.training.eval_chunk, sum(spec.data.sizes())) * units * 2
+    parameters = parameters_per_member(spec) * copies
+    probes = sum(values_per_member(spec).values()) * BYTES_PER_VALUE
+    return (parameters + train_acts + eval_acts) * value + probes

@@ -13,7 +13,7 @@ from ..errors import UserError
 from .checkpoints import weight_steps
 from .load import apply_override, spec_hash, validate_dict
 from .model import Spec
-from .size import parameters_per_member
+from .size import parameters_per_member, training_bytes_per_member
 
 MAX_PARAMETERS = 2 * 10**9
 
@@ -169,15 +169,25 @@ def _group_key(spec: Spec) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def members_per_group(spec: Spec) -> int | None:
+    """The most members a stacked group may hold: device.max_group_size, and what fits in
+    device.memory_budget_gb (at least one); None: no limit."""
+    limits = [spec.device.max_group_size]
+    if spec.device.memory_budget_gb:
+        fit = int(spec.device.memory_budget_gb * 1e9 // training_bytes_per_member(spec))
+        limits.append(max(1, fit))
+    limits = [n for n in limits if n]
+    return min(limits) if limits else None
+
+
 def plan(spec: Spec) -> list[Group]:
     """Members grouped by shared tensor shapes and schedule, split at device.max_group_size."""
     by_key: dict[str, list[Member]] = {}
     for member in expand(spec):
         by_key.setdefault(_group_key(member.spec), []).append(member)
-    limit = spec.device.max_group_size
     groups = []
     for members in by_key.values():
-        size = limit or len(members)
+        size = members_per_group(members[0].spec) or len(members)
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             groups.append(Group(len(groups), chunk, chunk[0].spec))
