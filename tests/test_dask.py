@@ -112,3 +112,45 @@ def test_bad_dask_options_are_one_line(tiny, tmp_path, capsys, flags, message):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
     assert not list((tmp_path / "r").glob("group-*.nc"))
+
+
+def test_a_cluster_that_goes_away_is_one_line_and_keeps_the_state(tiny, tmp_path, capsys):
+    tiny["data"].update(train_size=2000)
+    tiny["training"].update(epochs=200, batch_size=20)
+    tiny["resume"] = {"every_epochs": 1}
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "r"
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.CRITICAL
+    )
+    result = {}
+    argv = ["run", str(spec), "--out", str(out), "--scheduler", cluster.scheduler_address]
+    run = threading.Thread(target=lambda: result.update(rc=main(argv)))
+    run.start()
+    deadline = time.time() + 120
+    while not state_path(out, 0).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    cluster.close()
+    run.join(timeout=120)
+    assert not run.is_alive(), "the run hung after its cluster went away"
+    assert result["rc"] == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the Dask cluster went away" in err, err
+    assert state_path(out, 0).exists()
+
+
+def test_a_missing_dask_extra_names_it(tiny, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_distributed(name, *args, **kwargs):
+        if name.split(".")[0] == "distributed":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_distributed)
+    argv = ["run", str(write_spec(tmp_path, tiny)), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'nodescope[dask]'" in err
