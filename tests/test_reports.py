@@ -132,16 +132,17 @@ def test_sparkline(values, expected):
 def test_panel_rows_hold_hand_values():
     rows = _rows(sample_set_panel(_dataset()))
     assert set(rows) == {"1", "2"}
-    # layer, f_l first/spark/last, p_l ..., u_l ..., peak epoch, dead, always active
+    # layer, f_l first/spark/last, p_l ..., u_l ..., peak epoch, dead, always active;
+    # sparklines on the fixed 0-1 scale: block rint(7 v), e.g. f_l 0.2 0.4 0.8 0.3 -> 1 3 6 2
     assert rows["1"] == [
         "1",
-        *["0.20", "▁▃█▂", "0.30"],
-        *["0.10", "▁▃▆█", "0.40"],
-        *["0.05", "▁▃▆█", "0.20"],
+        *["0.20", "▂▄▇▃", "0.30"],
+        *["0.10", "▂▂▃▄", "0.40"],  # 0.1 0.2 0.3 0.4 -> 1 1 2 3
+        *["0.05", "▁▂▂▂", "0.20"],  # 0.05 0.1 0.15 0.2 -> 0 1 1 1
         *["1", "1.5", "0.0"],
     ]
-    # 0.55 0.45 0.35 0.7: 4, 2, 0 and 7 sevenths of the range 0.35..0.7
-    assert rows["2"][1:4] == ["0.55", "▅▃▁█", "0.70"]
+    # 0.55 0.45 0.35 0.7 -> 4 3 2 5
+    assert rows["2"][1:4] == ["0.55", "▅▄▃▆", "0.70"]
     assert rows["2"][-3:] == ["10", "0.0", "1.0"]
 
 
@@ -157,7 +158,7 @@ def test_panel_with_activation_fraction_only():
     assert "f_l" in text and "p_l" not in text and "u_l" not in text
     rows = _rows(sample_set_panel(ds))
     # dead / always active now come from the class-mean fraction (0 / 1): same counts
-    assert rows["1"] == ["1", "0.20", "▁▃█▂", "0.30", "1", "1.5", "0.0"]
+    assert rows["1"] == ["1", "0.20", "▂▄▇▃", "0.30", "1", "1.5", "0.0"]
     assert rows["2"][-3:] == ["10", "0.0", "1.0"]
 
 
@@ -227,3 +228,16 @@ def test_layer_means_figure_one_row_per_other_sweep_value():
     maxima = [ln for ax in fig.axes for ln in ax.lines if ln.get_label().startswith("maximum")]
     assert len(maxima) == 2
     plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("values", "scale", "expected"),
+    [
+        ([0.502, 0.527, 0.499], (0.0, 1.0), "▅▅▄"),  # a flat fraction stays (almost) flat
+        ([0.0, 0.0, 0.0], (-2.0, 2.0), "▅▅▅"),  # an index that stays 0 sits in the middle
+        ([0.0, 1 / 7, 1.0, 2.0, -1.0], (0.0, 1.0), "▁▂██▁"),  # clipped outside the scale
+        ([NAN, 0.5], (0.0, 1.0), " ▅"),
+    ],
+)
+def test_sparkline_on_a_fixed_scale(values, scale, expected):
+    assert sparkline(values, scale) == expected

@@ -144,10 +144,18 @@ def test_accuracy_grid_values_are_seed_means_in_percent():
     table = accuracy_grid_panel(_dataset())
     text = _render(table)
     assert "sigma_train (rows) × sigma_test (columns)" in text
+    assert "mean ± standard error over 2 seeds" in " ".join(text.split())
     rows = _rows(table, 1)
-    assert rows["0.2"] == ["0.2", "90.0", "80.0", "50.0"]
-    assert rows["0.4"] == ["0.4", "85.0", "90.0", "60.0"]
-    assert rows["1.2"] == ["1.2", "70.0", "75.0", "65.0"]
+    # two seeds at m ± d: standard error s / sqrt(2) with s = d sqrt(2) (ddof 1), i.e. d
+    assert rows["0.2"] == ["0.2", "90.0±1.0", "80.0±1.0", "50.0±1.0"]
+    assert rows["0.4"] == ["0.4", "85.0±15.0", "90.0±1.0", "60.0±1.0"]
+    assert rows["1.2"] == ["1.2", "70.0±1.0", "75.0±1.0", "65.0±1.0"]
+
+
+def test_accuracy_grid_of_one_seed_has_no_error():
+    table = accuracy_grid_panel(_dataset().isel(seed=[0]))
+    assert "±" not in _render(table)
+    assert _rows(table, 1)["0.4"] == ["0.4", "100.0", "91.0", "61.0"]
 
 
 def test_accuracy_grid_marks_best_sigma_train_per_column():
@@ -209,7 +217,8 @@ def test_wtm_panel_rows_hold_hand_values():
     rows = _rows(table, 2)
     assert sorted(rows) == [f"{s} {seed}" for s in ("0.2", "0.4", "1.2") for seed in (0, 1)]
     # sigma seed | test acc | stop | W first min last sparkline | share first last crossing
-    # 0.5 0.2 0.4 0.9: 3, 0, 2, 7 sevenths of the range 0.2..0.9
+    # sparklines share the scale -0.9..0.9 (the largest |W|): block rint(7 (W + 0.9) / 1.8),
+    # so 0.5 0.2 0.4 0.9 -> 5 4 5 7
     assert rows["0.4 0"] == [
         "0.4",
         "0",
@@ -218,14 +227,15 @@ def test_wtm_panel_rows_hold_hand_values():
         "0.50",
         "0.20",
         "0.90",
-        "▄▁▃█",
+        "▆▅▆█",
         "0.20",
         "0.55",
         "2",
     ]
-    assert rows["0.4 1"][2:8] == ["90.0", "–", "0.10", "0.10", "0.90", "▁▃▅█"]
+    assert rows["0.4 1"][2:8] == ["90.0", "–", "0.10", "0.10", "0.90", "▅▆▇█"]  # 4 5 6 7
     assert rows["0.4 1"][8:] == ["0.10", "0.40", "–"]
-    assert rows["1.2 0"][4:8] == ["0.00", "0.00", "0.00", "▄▄▄▄"]  # class 1 pushed up
+    # class 1 pushed up; W = 0 throughout: rint(3.5) = 4, the upper of the two middle blocks
+    assert rows["1.2 0"][4:8] == ["0.00", "0.00", "0.00", "▅▅▅▅"]
 
 
 def test_wtm_panel_without_loss_share_has_no_share_columns():

@@ -27,21 +27,26 @@ AGGREGATES = {
 }
 
 
-def sparkline(values: Iterable[float]) -> str:
-    """One block character per value, min-max scaled onto ▁..█.
+FRACTION_SCALE = (0.0, 1.0)  # f_l, p_l and u_l are fractions: one fixed scale for every row
 
-    NaN (and ±inf) becomes a space; a constant series (or a single finite value) is all middle
-    blocks (▄).
+
+def sparkline(values: Iterable[float], scale: tuple[float, float] | None = None) -> str:
+    """One block character per value, scaled onto ▁..█.
+
+    With `scale = (lo, hi)` every series uses that fixed range (values outside it are
+    clipped), so rows of a table compare; without it the series' own min-max, where a
+    constant series (or a single finite value) is all middle blocks (▄). NaN (and ±inf)
+    becomes a space.
     """
     arr = np.asarray(list(values), dtype=float)
     finite = arr[np.isfinite(arr)]
     if finite.size == 0:
         return " " * arr.size
-    lo, hi = finite.min(), finite.max()
+    lo, hi = scale if scale is not None else (finite.min(), finite.max())
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):
         levels = np.full(arr.shape, (len(BLOCKS) - 1) // 2)
     else:
-        scaled = (np.where(np.isfinite(arr), arr, lo) - lo) / (hi - lo)
+        scaled = np.clip((np.where(np.isfinite(arr), arr, lo) - lo) / (hi - lo), 0, 1)
         levels = np.rint(scaled * (len(BLOCKS) - 1)).astype(int)
     return "".join(BLOCKS[i] if np.isfinite(v) else " " for v, i in zip(arr, levels, strict=True))
 
@@ -61,7 +66,7 @@ def _spark_cell(series: np.ndarray) -> str:
     """`first ▁▃▅█▆▄ last` of a series over epoch; '–' where it has no data at all."""
     if np.isnan(series).all():
         return "–"
-    return f"{_fmt(series[0])} {sparkline(_thin(series))} {_fmt(series[-1])}"
+    return f"{_fmt(series[0])} {sparkline(_thin(series), FRACTION_SCALE)} {_fmt(series[-1])}"
 
 
 def _count(value: float) -> str:
@@ -118,7 +123,8 @@ def sample_set_panel(ds: xr.Dataset) -> Table | None:
         title_justify="left",
         caption=(
             f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; {len(epochs)} checkpoints, "
-            f"epoch {epochs[0]:g} → {epochs[-1]:g}; node counts at the last one"
+            f"epoch {epochs[0]:g} → {epochs[-1]:g}; sparklines on a fixed 0–1 scale "
+            "(▁ 0, █ 1); node counts at the last checkpoint"
         ),
         caption_justify="left",
         box=box.SIMPLE_HEAVY,

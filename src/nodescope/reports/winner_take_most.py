@@ -23,7 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import accessor  # noqa: F401  registers ds.ns
+from .plotting import mean_and_stderr
 from .sample_sets import _thin, sparkline
+from .words import plural
 
 BEST = "bold green"
 SHARE_CROSSING = 0.5  # difficult samples carry more than half of the training loss
@@ -44,6 +46,13 @@ def _points(ds: xr.Dataset, dims: list[str]) -> list[dict]:
 
 def _pct(value: float) -> str:
     return "–" if np.isnan(value) else f"{100 * value:.1f}"
+
+
+def _pct_pm(value: float, error: float) -> str:
+    """A percentage with its standard error in points (none when NaN: a single seed)."""
+    if np.isnan(value) or np.isnan(error):
+        return _pct(value)
+    return f"{100 * value:.1f}±{100 * error:.1f}"
 
 
 def _num(value: float, fmt: str = ".2f") -> str:
@@ -75,12 +84,15 @@ def accuracy_grid_panel(ds: xr.Dataset) -> Table | None:
         return None
     dims = _sweep_dims(ds)
     acc = ds["accuracy_noise"]
+    stderr = None
     if "sigma" in dims:
         n_seeds = ds.sizes.get("seed", 1)
-        acc = acc.mean("seed") if "seed" in acc.dims else acc
+        if "seed" in acc.dims:
+            acc, stderr = mean_and_stderr(acc, "seed")
         groups, rows = [d for d in dims if d not in ("sigma", "seed")], ["sigma"]
         title, row_head = "sigma_train (rows) × sigma_test (columns)", ["sigma_train"]
-        note = f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; best sigma_train per column"
+        spread = " ± standard error" if n_seeds > 1 else ""
+        note = f"mean{spread} over {plural(n_seeds, 'seed')}; best sigma_train per column"
     else:
         groups, rows = [], dims
         title, row_head = "member (rows) × sigma_test (columns)", dims
@@ -100,18 +112,25 @@ def accuracy_grid_panel(ds: xr.Dataset) -> Table | None:
         values = np.array([block.sel(k).values for k in keys], dtype=float).reshape(
             len(keys), acc.sizes["sigma_test"]
         )
+        errors = (
+            np.array([stderr.sel(group).sel(k).values for k in keys], dtype=float).reshape(
+                values.shape
+            )
+            if stderr is not None and n_seeds > 1
+            else np.full(values.shape, np.nan)
+        )
         filled = ~np.isnan(values).all(axis=1)  # grid points no member filled are left out
         if not filled.any():
             continue
         with np.errstate(invalid="ignore"):
             best = np.nanmax(np.where(filled[:, None], values, np.nan), axis=0)
-        for key, row, keep in zip(keys, values, filled, strict=True):
+        for key, row, row_errors, keep in zip(keys, values, errors, filled, strict=True):
             if not keep:
                 continue
             cells: list[str | Text] = [str(v) for v in [*group.values(), *key.values()]]
             cells += [
-                Text(_pct(v), style=BEST if np.isclose(v, b) else "")
-                for v, b in zip(row, best, strict=True)
+                Text(_pct_pm(v, e), style=BEST if np.isclose(v, b) else "")
+                for v, e, b in zip(row, row_errors, best, strict=True)
             ]
             table.add_row(*cells)
     return table
@@ -139,12 +158,16 @@ def wtm_panel(ds: xr.Dataset) -> Table | None:
     index = ds.ns.top_neuron_wtm().isel(rank=0)
     share = ds["loss_share"].sel(sample_group="difficult") if "loss_share" in ds else None
     epochs = ds.epoch.values
+    with np.errstate(invalid="ignore"):
+        reach = float(np.nanmax(np.abs(index.values))) if index.notnull().any() else 0.0
+    scale = (-reach, reach) if reach > 0 else None  # one scale for every row, 0 in the middle
     table = _table(
         f"{ds.attrs.get('experiment', 'run')}: winner-take-most index of the top neuron",
         "W = winner-take-most index (0: none; 1: the other class in the middle of class c's "
         "range) of the neuron with the largest |w_out|, c = the class it pushes up (most "
         "negative mean dL/da sign); see ds.ns.wtm_index\n"
-        f"{len(epochs)} checkpoints, epoch {epochs[0]:g} → {epochs[-1]:g}"
+        f"{len(epochs)} checkpoints, epoch {epochs[0]:g} → {epochs[-1]:g}; W sparklines share "
+        f"one scale, ▁ {-reach:.2f} … █ {reach:.2f}"
         + ("; difficult share = loss share of samples with d(x) > 0" if share is not None else ""),
     )
     for d in dims:
@@ -165,7 +188,7 @@ def wtm_panel(ds: xr.Dataset) -> Table | None:
             acc = float(ds["final_accuracy"].sel(at).sel(split="test"))
         stop = float(ds["stop_epoch"].sel(at)) if "stop_epoch" in ds else np.nan
         cells += [_pct(acc), _num(stop, "g")]
-        cells += [_num(w[0]), _num(np.nanmin(w)), _num(w[-1]), sparkline(_thin(w))]
+        cells += [_num(w[0]), _num(np.nanmin(w)), _num(w[-1]), sparkline(_thin(w), scale)]
         if share is not None:
             s = share.sel(at).values.astype(float)
             cells += [

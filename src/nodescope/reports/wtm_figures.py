@@ -91,19 +91,22 @@ def _finish_pattern_grid(fig, axes, colors: dict, title: str):
 def _accuracy_rows(acc: xr.DataArray, dims: list[str]):
     """(title, row labels, row name, values (rows, sigma_test)) per heat map of Fig. 1."""
     if "sigma" in dims:
-        acc = acc.mean("seed") if "seed" in acc.dims else acc
-        for label, part in other_combinations(acc, [d for d in dims if d != "sigma"]):
+        several = acc.sizes.get("seed", 1) > 1
+        mean, stderr = mean_and_stderr(acc) if "seed" in acc.dims else (acc, acc * np.nan)
+        both = xr.Dataset({"mean": mean, "stderr": stderr if several else stderr * np.nan})
+        for label, part in other_combinations(both, [d for d in dims if d != "sigma"]):
             part = part.transpose("sigma", "sigma_test")
             labels = [f"{v:g}" for v in part.sigma.values]
-            yield label, labels, "$\\sigma_{train}$", part.values
+            yield label, labels, "$\\sigma_{train}$", part["mean"].values, part["stderr"].values
     elif not dims:  # a single run without sweep dims
-        yield "", ["run"], "member", acc.values.reshape(1, -1)
+        values = acc.values.reshape(1, -1)
+        yield "", ["run"], "member", values, np.full(values.shape, np.nan)
     else:
         stacked = acc.stack(_row=dims).transpose("_row", "sigma_test")
         keep = stacked.notnull().any("sigma_test").values
         stacked = stacked.isel(_row=keep)
         labels = [", ".join(f"{d}={stacked[d].values[i]}" for d in dims) for i in range(keep.sum())]
-        yield "", labels, "member", stacked.values
+        yield "", labels, "member", stacked.values, np.full(stacked.shape, np.nan)
 
 
 def wtm_accuracy_grid_figure(ds: xr.Dataset):
@@ -116,17 +119,17 @@ def wtm_accuracy_grid_figure(ds: xr.Dataset):
     dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d in ds.dims]
     blocks = list(_accuracy_rows(ds["accuracy_noise"], dims))
     n_test = ds.sizes["sigma_test"]
-    n_rows = max(len(labels) for _, labels, _, _ in blocks)
+    n_rows = max(len(labels) for _, labels, _, _, _ in blocks)
     fig, axes = plt.subplots(
         1,
         len(blocks),
-        figsize=(1.5 + 0.8 * n_test * len(blocks) + 1.2, 1.6 + 0.5 * n_rows),
+        figsize=(1.5 + 0.8 * n_test * len(blocks) + 1.2, 1.6 + 0.65 * n_rows),
         squeeze=False,
         layout="constrained",
     )
-    values = 100 * np.concatenate([v.ravel() for _, _, _, v in blocks])
+    values = 100 * np.concatenate([v.ravel() for _, _, _, v, _ in blocks])
     lo, hi = np.nanmin(values), np.nanmax(values)
-    for ax, (title, labels, row_name, acc) in zip(axes[0], blocks, strict=True):
+    for ax, (title, labels, row_name, acc, err) in zip(axes[0], blocks, strict=True):
         pct = 100 * acc
         image = ax.imshow(pct, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         with np.errstate(invalid="ignore"):
@@ -138,7 +141,7 @@ def wtm_accuracy_grid_figure(ds: xr.Dataset):
             ax.text(
                 j,
                 i,
-                f"{value:.1f}",
+                f"{value:.1f}" + ("" if np.isnan(err[i, j]) else f"\n±{100 * err[i, j]:.1f}"),
                 ha="center",
                 va="center",
                 fontsize="small",
@@ -160,8 +163,9 @@ def wtm_accuracy_grid_figure(ds: xr.Dataset):
     n_seeds = ds.sizes.get("seed", 1)
     if "sigma" in dims:
         fig.suptitle(
-            "Test accuracy, $\\sigma_{train}$ × $\\sigma_{test}$, mean over "
-            f"{n_seeds} seed{'s' * (n_seeds != 1)}\nred box: best $\\sigma_{{train}}$ per column"
+            "Test accuracy, $\\sigma_{train}$ × $\\sigma_{test}$, "
+            + (f"mean ± s.e. over {n_seeds} seeds" if n_seeds > 1 else "1 seed")
+            + "\nred box: best $\\sigma_{train}$ per column"
         )
     else:
         fig.suptitle(
