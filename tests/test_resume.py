@@ -29,7 +29,7 @@ class Interrupt(Exception):
 
 
 def stop_after(step_limit: int):
-    def progress(step, total, loss):
+    def progress(step, total, loss, phase="training"):
         if step >= step_limit:
             raise Interrupt
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -47,3 +49,46 @@ def test_summary_never_cuts_a_number(width):
 def test_wide_terminals_show_every_column():
     text = render(summary_table(results(), width=200), 200)
     assert "wall s" in text and "1234.5" in text and "not shown" not in text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_progress_shows_phase_steps_elapsed_and_eta_uncut(width):
+    from nodescope.reports.progress import RunProgress
+
+    console = Console(width=width, record=True, force_terminal=True)
+    bars = RunProgress(console, {0: 800, 11: 800}, total_steps=320000)
+    group = bars.for_group(11, 3)
+    group(123456, 160000, 0.0123, "training")
+    bars.for_group(0, 3)(0, 160000, float("nan"), "first checkpoint")
+    console.print(bars.progress.get_renderable())
+    text = console.export_text()
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines())
+    lines = text.splitlines()
+    sweep, training, starting = (
+        next(line for line in lines if line.startswith(key))
+        for key in ("sweep", "group 11", "group 0")
+    )
+    assert "123456/320000" in sweep
+    assert "123456/160000" in training and "epoch 154.32 loss 0.0123" in training
+    assert "0/160000" in starting and "first checkpoint" in starting
+    for line in (sweep, training, starting):
+        assert re.search(r"elapsed \d+:\d\d:\d\d ETA (\d+:\d\d:\d\d|-:--:--)", line), line
+    if width >= 110:
+        assert "group 11 (3 members)" in training and "steps" in training
+
+
+def test_progress_in_logs_names_each_phase():
+    from nodescope.reports.progress import RunProgress
+
+    console = Console(width=80, record=True, force_terminal=False)
+    log = RunProgress(console, {0: 10}).for_group(0, 1)
+    for phase in ("loading data", "first checkpoint"):
+        log(0, 100, float("nan"), phase)
+    log(10, 100, 0.5)
+    log(100, 100, 0.25, "final evaluation")
+    text = console.export_text()
+    assert "group 0 (1 member): step 0/100, loading data" in text
+    assert "step 0/100, first checkpoint" in text and "ETA –" in text
+    assert "step 10/100, epoch 1.00, loss 0.5000" in text
+    assert "step 100/100, final evaluation" in text

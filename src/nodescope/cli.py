@@ -84,8 +84,9 @@ def _run_locked(args, spec, text) -> int:
     started = time.perf_counter()
     on_dask = args.executor == "dask" or args.workers or args.scheduler
     steps = {g.index: g.spec.steps_per_epoch() for g in rp.groups}
+    sweep_steps = sum(g.spec.training.epochs * steps[g.index] for g in rp.todo)
     try:
-        with RunProgress(console, steps) as progress:
+        with RunProgress(console, steps, total_steps=sweep_steps) as progress:
             if on_dask:
                 run_dask(
                     rp, device, args.scheduler, args.worker_count, progress.for_group, progress.log

@@ -139,13 +139,13 @@ def dask_group_task(
     if device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
         rank = worker.name if isinstance(worker.name, int) else 0
         device = f"cuda:{rank % torch.cuda.device_count()}"
-    last = {"time": float("-inf")}
+    last = {"time": float("-inf"), "phase": ""}
 
-    def progress(step: int, total: int, loss: float) -> None:
+    def progress(step: int, total: int, loss: float, phase: str = "training") -> None:
         now = time.monotonic()
-        if now - last["time"] >= PROGRESS_EVERY or step == total:
-            last["time"] = now
-            worker.log_event(PROGRESS_TOPIC, (group_index, step, total, loss))
+        if now - last["time"] >= PROGRESS_EVERY or step == total or phase != last["phase"]:
+            last.update(time=now, phase=phase)
+            worker.log_event(PROGRESS_TOPIC, (group_index, step, total, loss, phase))
 
     def log(message: str) -> None:
         worker.log_event(LOG_TOPIC, (run_id, message))
@@ -172,12 +172,12 @@ def run_dask(
     bars: dict[int, Callable] = {}
 
     def on_progress(event) -> None:
-        index, step, total, loss = event[1]
-        if progress_for is None:
+        index, step, total, loss, phase = event[1]
+        if progress_for is None or index not in sizes:
             return
         if index not in bars:
             bars[index] = progress_for(index, sizes[index])
-        bars[index](step, total, loss)
+        bars[index](step, total, loss, phase)
 
     run_id, seen = uuid.uuid4().hex, set()
 

@@ -161,4 +161,7 @@ def run_group_task(
     provenance = group_provenance(spec, device, started, context or {})
     write_atomic(group_dataset(spec, group, result, device_name(device), provenance), path)
     state_file.remove()
+    if progress:
+        total = group.spec.training.epochs * group.spec.steps_per_epoch()
+        progress(total, total, float("nan"), "stored")
     return str(path)

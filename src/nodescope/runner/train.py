@@ -23,7 +23,7 @@ from ..spec.checkpoints import weight_steps
 from .divergence import mask_diverged
 from .resume import StateFile, object_state
 
-Progress = Callable[[int, int, float], None]  # (step, total_steps, mean loss)
+Progress = Callable[..., None]  # (step, total_steps, mean loss, phase="training")
 
 
 @dataclass
@@ -226,6 +226,9 @@ def train_group(
     spec = group.spec
     specs = [m.spec for m in group.members]
     dtype = getattr(torch, spec.training.dtype)
+    total = spec.training.epochs * spec.steps_per_epoch()
+    if progress:
+        progress(0, total, float("nan"), "loading data")
     data = build_group_data(specs, device, dtype)
     n_out = n_outputs(spec.training.loss, data.n_classes)
     model = StackedMLP(specs, spec.data.num_features, n_out).to(device=device, dtype=dtype)
@@ -243,7 +246,6 @@ def train_group(
     train = data.splits["train"]
     n, batch = train.size, spec.batch_size()
     spe = spec.steps_per_epoch()
-    total = spec.training.epochs * spe
     orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
 
     snapshots = WeightSnapshots(weight_steps(spec), spe) if spec.checkpoints.weights else None
@@ -260,6 +262,8 @@ def train_group(
         last_loss, earlier_wall = saved["last_loss"], saved["wall_time"]
         restore_training(saved, model, opt, orders, rules, probes, snapshots)
     elif 0 in ck_of:
+        if progress:
+            progress(0, total, last_loss, "first checkpoint")
         checkpoint(0)
     model.train()
     for epoch in range(first_epoch, spec.training.epochs):
@@ -300,6 +304,8 @@ def train_group(
                 if later > step:
                     checkpoint(later)
             break
+    if progress:
+        progress(step, total, last_loss, "final evaluation")
     rules.finish()
     model.eval()
     if snapshots:
@@ -308,7 +314,7 @@ def train_group(
         for probe in probes:
             probe.on_end(model)
     if progress:
-        progress(total, total, last_loss)
+        progress(total, total, last_loss, "writing")
 
     variables = {}
     for probe in probes:
