@@ -20,6 +20,16 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _add_selection(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--sel",
+        nargs="+",
+        default=[],
+        metavar="DIM=VALUE",
+        help=f"{what}, e.g. --sel depth=8 width=320 seed=0",
+    )
+
+
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
@@ -49,6 +59,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .reports.selection import selection_overrides
     from .results.integrity import FolderLock
     from .runner.executors import worker_count
     from .runner.run import run_dir_for
@@ -59,10 +70,29 @@ def cmd_run(args) -> int:
             "give --workers (a local cluster) or --scheduler (an existing one), not both"
         )
     spec, text = load_spec(args.spec, args.overrides)
+    if args.sel:
+        args.overrides = [*args.overrides, *selection_overrides(spec, args.sel)]
+        spec, text = load_spec(args.spec, args.overrides)
     device = args.device or spec.device.type
     args.worker_count = worker_count(args.workers, device) if args.workers else None
+    _check_can_start(spec, device, remote=bool(args.scheduler))
     with FolderLock(run_dir_for(spec, args.out), log=err_console.print):
         return _run_locked(args, spec, text)
+
+
+def _check_can_start(spec, device: str, remote: bool) -> None:
+    """What would stop the run before its first group, checked before anything is
+    written to the results folder: missing data, a GPU that is not there. Workers of a
+    remote cluster have their own data folders and devices."""
+    from .data.fetch import require_fetched
+    from .runner.run import resolve_device
+    from .spec import expand
+
+    if remote:
+        return
+    for name in sorted({m.spec.data.name for m in expand(spec)} - {"synthetic_patterns"}):
+        require_fetched("fashion_mnist" if name == "fashion_mnist" else "mnist")
+    resolve_device(device)
 
 
 def _run_locked(args, spec, text) -> int:
@@ -111,12 +141,14 @@ def _run_locked(args, spec, text) -> int:
 IN_MEMORY_LIMIT = 2**30  # bytes; reports read larger results lazily, variable by variable
 
 
-def _open_for_reports(run_dir):
-    """The results, loaded into memory when they fit: panels and figures read every
-    variable many times, which would re-read the files of a lazy Dataset each time."""
+def _open_for_reports(run_dir, sel: list[str] = ()):
+    """The results (narrowed to `--sel`), loaded into memory when they fit: panels and
+    figures read every variable many times, which would re-read the files of a lazy
+    Dataset each time."""
     from . import open as open_run
+    from .reports.selection import select
 
-    ds = open_run(run_dir)
+    ds = select(open_run(run_dir), list(sel or ()))
     return ds.load() if ds.nbytes <= IN_MEMORY_LIMIT else ds
 
 
@@ -138,15 +170,14 @@ def _print_report(ds) -> None:
 
 
 def cmd_report(args) -> int:
-
-    _print_report(_open_for_reports(args.run_dir))
+    _print_report(_open_for_reports(args.run_dir, args.sel))
     return 0
 
 
 def cmd_plot(args) -> int:
     from .reports.figures import write_figures
 
-    ds = _open_for_reports(args.run_dir)
+    ds = _open_for_reports(args.run_dir, args.sel)
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures"
     for path in write_figures(ds, out):
         console.print(f"wrote {path}")
@@ -212,15 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="'dask' without --workers or --scheduler: a local cluster, one worker per core",
     )
     _add_spec_options(p)
+    _add_selection(p, "train only these sweep values (narrows the sweep like --set)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="print the summary of a results folder")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    _add_selection(p, "report only these sweep values")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plot", help="write the figures of a results folder (PNG and PDF)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
+    _add_selection(p, "draw only these sweep values (per-node figures: their first member)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(

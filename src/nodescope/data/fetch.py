@@ -239,6 +239,14 @@ def verify(
     return folder
 
 
+def require_fetched(name: str) -> None:
+    """One line naming the fix when a data set's IDX files are not in the data folder."""
+    info = REGISTRY[canonical_name(name, REGISTRY)]
+    folder = dataset_folder(info, None)
+    if not all((folder / file_name).is_file() for file_name in FILE_NAMES):
+        raise UserError(f"{info.title} is not in {folder}: run `nodescope fetch {info.name}`")
+
+
 def load_idx_dataset(
     name: str,
     dest: Path | None = None,

@@ -24,7 +24,7 @@ from .cooperating_figures import (
     perplexity_layers_figure,
     test_error_figure,
 )
-from .plotting import mean_and_stderr, other_combinations, pyplot
+from .plotting import log_epoch_axis, log_epochs, mean_and_stderr, other_combinations, pyplot
 from .sample_set_figures import (
     LAYER_MEANS,
     activation_fraction_nodes_figure,
@@ -38,30 +38,89 @@ from .wtm_figures import (
     wtm_pattern_preactivations_figure,
 )
 
+# Sweep axes whose values change the scale of the loss: each value gets its own panels.
+SCALE_PATHS = ("training.loss", "data.name")
+
+
+def scale_dims(ds: xr.Dataset, dims: list[str]) -> list[str]:
+    """The sweep dims (of `dims`) that sweep a spec path in SCALE_PATHS."""
+    return [
+        d
+        for d in dims
+        if d in ds.coords
+        and any(ds[d].attrs.get("description", "").endswith(path) for path in SCALE_PATHS)
+    ]
+
+
+def axis_label(da: xr.DataArray, fallback: str) -> str:
+    """`long name (units)` from a variable's attributes; no unit for dimensionless '1'."""
+    name = da.attrs.get("long_name", fallback)
+    units = da.attrs.get("units", "1")
+    return name if units in ("1", "") else f"{name} ({units})"
+
 
 def curves_figure(ds: xr.Dataset):
-    """Loss and accuracy against epoch (log axis), per split, mean ± s.e. over seeds."""
+    """Loss and accuracy against log epoch, per split (columns). One pair of rows per
+    value of the sweep axes that change the loss scale (training.loss, data.name); in
+    each panel one line per combination of the other non-seed sweep axes, mean ± s.e.
+    over seeds as a band."""
     plt = pyplot()
-    dims = json.loads(ds.attrs.get("sweep_dims", "[]"))
+    dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d in ds.dims]
+    scales = scale_dims(ds, dims)
+    lines = [d for d in dims if d not in scales and d != "seed"]
+    blocks = list(other_combinations(ds[["loss", "accuracy"]], scales)) if scales else [("", ds)]
+    n_split = ds.sizes["split"]
     fig, axes = plt.subplots(
-        2, ds.sizes["split"], figsize=(4 * ds.sizes["split"], 6), squeeze=False, sharex=True
+        2 * len(blocks),
+        n_split,
+        figsize=(3.6 * n_split + 0.4, 2.6 * 2 * len(blocks) + 1.4),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
     )
-    epoch = ds.epoch.where(ds.epoch > 0, np.nan)
-    for row, name in enumerate(("loss", "accuracy")):
-        for col, split in enumerate(ds.split.values):
-            ax = axes[row, col]
-            for label, part in other_combinations(ds[name].sel(split=split), dims):
-                mean, se = mean_and_stderr(part)
-                ax.plot(epoch, mean, label=label or None)
-                ax.fill_between(epoch, mean - se, mean + se, alpha=0.25)
-            ax.set_xscale("log")
-            ax.set_title(f"{split} {name}")
-            if row == 1:
-                ax.set_xlabel("epoch")
-    if any(ax.get_legend_handles_labels()[0] for ax in axes.flat):
-        axes[0, -1].legend(fontsize="small")
-    fig.tight_layout()
+    shown = log_epochs(ds.epoch)
+    combos = list(other_combinations(ds["loss"], lines))
+    colors = _distinct_colors(plt, len(combos))
+    for b, (block_label, block) in enumerate(blocks):
+        for m, name in enumerate(("loss", "accuracy")):
+            row = 2 * b + m
+            for col, split in enumerate(ds.split.values):
+                ax = axes[row, col]
+                series = log_epochs(block[name].sel(split=split))
+                for color, (label, part) in zip(
+                    colors, other_combinations(series, lines), strict=True
+                ):
+                    if part.isnull().all():
+                        continue
+                    mean, se = mean_and_stderr(part) if "seed" in part.dims else (part, 0 * part)
+                    ax.plot(shown, mean, color=color, lw=1.2, label=label or None)
+                    ax.fill_between(shown, mean - se, mean + se, color=color, alpha=0.2, lw=0)
+                log_epoch_axis(ax, shown.values)
+                title = f"{split} {name}" + (f"  ({block_label})" if block_label else "")
+                ax.set_title(title, fontsize="medium")
+                if col == 0:
+                    ax.set_ylabel(axis_label(ds[name], name))
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if labels:
+        ncols = min(len(labels), 4)
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small")
+    n_seeds = ds.sizes.get("seed", 1)
+    fig.suptitle(
+        "Training curves"
+        + (f", mean ± standard error over {n_seeds} seeds (bands)" if n_seeds > 1 else "")
+    )
     return fig
+
+
+def _distinct_colors(plt, n: int) -> list:
+    """n colours that stay distinct: tab10 up to 10, tab20 up to 20, then a colormap."""
+    if n <= 10:
+        return [plt.cm.tab10(i) for i in range(n)]
+    if n <= 20:
+        return [plt.cm.tab20(i) for i in range(n)]
+    return list(plt.cm.turbo(np.linspace(0.05, 0.95, n)))
 
 
 FIGURES: dict[str, tuple[Callable[[xr.Dataset], object], Callable[[xr.Dataset], bool]]] = {

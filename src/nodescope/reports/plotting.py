@@ -50,6 +50,13 @@ def first_member(ds: xr.Dataset) -> tuple[xr.Dataset, str]:
     return first, ", ".join(f"{d}={first[d].item()}" for d in dims)
 
 
+def member_caption(ds: xr.Dataset, label: str) -> str:
+    """Which member a per-node figure shows: the one `--sel` chose, or the first."""
+    if ds.attrs.get("selection"):
+        return f"member: {label}"
+    return f"first member: {label} (plot --sel chooses another)"
+
+
 def log_epochs(da: xr.DataArray) -> xr.DataArray:
     """`da` without the checkpoints at epoch 0, which a log axis cannot show."""
     return da.isel(epoch=da.epoch.values > 0)

@@ -10,6 +10,7 @@ import xarray as xr
 from .. import accessor  # noqa: F401  registers ds.ns
 from .plotting import (
     first_member,
+    member_caption,
     log_epoch_axis,
     log_epochs,
     mean_and_stderr,
@@ -56,7 +57,7 @@ def activation_fraction_nodes_figure(ds: xr.Dataset):
         ax.set_ylabel("activation fraction")
     fig.suptitle(
         "Activation fraction of every node, mean over classes"
-        + (f"\nfirst member: {label}" if label else "")
+        + (f"\n{member_caption(ds, label)}" if label else "")
     )
     return fig
 
