@@ -10,10 +10,10 @@ import xarray as xr
 from .. import accessor  # noqa: F401  registers ds.ns
 from .plotting import (
     first_member,
-    member_caption,
     log_epoch_axis,
     log_epochs,
     mean_and_stderr,
+    member_caption,
     other_combinations,
     pyplot,
 )
