@@ -175,6 +175,14 @@ def test_hand_built_gaps_and_conditions():
     assert correct.tolist() == [True, True, True, True, True, False, False]
 
 
+def test_pair_separated_refuses_ties():
+    # a·φ = 0: the sample scores c and c′ equally, so Eqs. 9-10 (strict) do not hold
+    phi = torch.tensor([[3.0, -4.0], [3.0, -4.0], [1.0, -1.0]])
+    first = torch.tensor([[5.0, 1.0], [4.0, 3.0], [5.0, 1.0]])  # 11, 0, 4
+    second = torch.tensor([[2.0, 6.0], [2.0, 6.0], [1.0, 1.0]])  # -18, -18, 0
+    assert gaps.pair_separated(first, second, phi).tolist() == [True, False, False]
+
+
 def test_strictly_correct_refuses_ties():
     out = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.5, 2.0, 1.0]])
     assert gaps.strictly_correct(out, torch.tensor([0, 1, 1])).tolist() == [False, False, True]
