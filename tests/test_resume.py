@@ -190,3 +190,20 @@ def test_sigkill_mid_group_then_rerun_equals_an_uninterrupted_run(tiny, tmp_path
             xr.testing.assert_identical(a[name], b[name])
     assert np.isfinite(a.final_accuracy).all()
     assert not state.exists()
+
+
+def test_a_run_that_cannot_start_writes_nothing(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NODESCOPE_DATA", str(tmp_path / "no_data"))
+    tiny["data"] = {"name": "mnist", "train_size": 100, "val_size": 0, "test_size": 100}
+    spec = tmp_path / "spec.toml"
+    spec.write_text(dump_toml(tiny))
+    out = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    assert "MNIST is not in" in capsys.readouterr().err
+    assert not out.exists()
+    if not torch.cuda.is_available():
+        tiny["data"] = {"name": "synthetic_patterns"}
+        spec.write_text(dump_toml(tiny))
+        assert main(["run", str(spec), "--out", str(out), "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+        assert not out.exists()

@@ -120,6 +120,18 @@ def test_memory_budget_splits_groups_into_member_chunks(tiny):
     assert [len(g.members) for g in plan(validate_dict(tiny, "t"))] == [1] * 7
 
 
+def test_plans_beyond_the_size_limits_are_refused_in_one_line(tiny):
+    tiny["sweep"] = {"seed": list(range(4))}
+    tiny["device"] = {"max_memory_gb": 3.5 * 71376 / 1e9}  # 4 members need 4 x 71376 B
+    with pytest.raises(UserError, match=r"group 0 would need about 0.000286 GB to train"):
+        plan(validate_dict(tiny, "t"))
+    tiny["device"]["memory_budget_gb"] = 2 * 71376 / 1e9  # split into pairs: fits
+    assert [len(g.members) for g in plan(validate_dict(tiny, "t"))] == [2, 2]
+    tiny["device"] = {"max_result_gb": 1e-6}
+    with pytest.raises(UserError, match=r"more than device.max_result_gb = 1e-06; raise it"):
+        plan(validate_dict(tiny, "t"))
+
+
 def test_group_hash_changes_with_any_member_value(tiny):
     tiny["sweep"] = {"seed": [0, 1]}
     h1 = plan(spec_of(tiny))[0].hash

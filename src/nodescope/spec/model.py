@@ -359,6 +359,10 @@ class Device(Strict):
     # Device memory (GB) one stacked group may use; larger groups are split into member
     # chunks by an estimate of the memory per member (spec/size.py)
     memory_budget_gb: Annotated[float, Field(gt=0)] | None = None
+    # Refuse plans beyond these (estimates, spec/size.py): a typo in a grid should not
+    # fill a disk or a device; raise them for runs that really are this large
+    max_result_gb: Annotated[float, Field(gt=0)] = 100.0
+    max_memory_gb: Annotated[float, Field(gt=0)] = 64.0
 
 
 class Resume(Strict):

@@ -13,7 +13,12 @@ from ..errors import UserError
 from .checkpoints import weight_steps
 from .load import apply_override, spec_hash, validate_dict
 from .model import Spec
-from .size import parameters_per_member, training_bytes_per_member
+from .size import (
+    estimated_bytes,
+    parameters_per_member,
+    training_bytes_per_member,
+    weight_bytes,
+)
 
 MAX_PARAMETERS = 2 * 10**9
 
@@ -180,6 +185,30 @@ def members_per_group(spec: Spec) -> int | None:
     return min(limits) if limits else None
 
 
+def _check_sizes(spec: Spec, groups: list[Group]) -> None:
+    """Refuse a plan whose estimated results or per-group training memory exceed the
+    limits of [device]."""
+    limit = spec.device.max_result_gb
+    results = sum(
+        estimated_bytes(g.spec, len(g.members)) + weight_bytes(g.spec, len(g.members))
+        for g in groups
+    )
+    if results > limit * 1e9:
+        raise UserError(
+            f"the results would take about {results / 1e9:.3g} GB, more than "
+            f"device.max_result_gb = {limit:g}; raise it, or store fewer checkpoints or probes"
+        )
+    limit = spec.device.max_memory_gb
+    for g in groups:
+        need = training_bytes_per_member(g.spec) * len(g.members)
+        if need > limit * 1e9:
+            raise UserError(
+                f"group {g.index} would need about {need / 1e9:.3g} GB to train, more than "
+                f"device.max_memory_gb = {limit:g}; set device.memory_budget_gb to split it "
+                "or raise the limit"
+            )
+
+
 def plan(spec: Spec) -> list[Group]:
     """Members grouped by shared tensor shapes and schedule, split at device.max_group_size."""
     by_key: dict[str, list[Member]] = {}
@@ -199,4 +228,5 @@ def plan(spec: Spec) -> list[Group]:
                 f"group {group.index}: {parameters:.3g} parameters per member, more than "
                 f"{MAX_PARAMETERS:.0e} nodescope trains; reduce model.depth or model.width"
             )
+    _check_sizes(spec, groups)
     return groups
