@@ -100,3 +100,15 @@ def test_run_sel_trains_only_the_chosen_points(grid, tmp_path):
     assert ds.seed.values.tolist() == [1]
     assert "sweep" in (out / "overrides.toml").read_text()
     assert main(["run", str(spec), "--out", str(out), "--sel", "depth=5"]) == 2
+
+
+def test_layer_means_get_one_file_per_loss(grid, tmp_path):
+    from nodescope.reports.figures import write_figures
+
+    _, run = grid
+    ds = nodescope.open(run).load()
+    loss_dim = next(d for d in ds.dims if ds[d].attrs.get("description", "").endswith("loss"))
+    names = {p.name for p in write_figures(ds, tmp_path)}
+    for loss in ("mse", "ce"):
+        assert f"sample_set_layer_means_{loss_dim}={loss}.png" in names
+    assert "curves.png" in names and "sample_set_layer_means.png" not in names

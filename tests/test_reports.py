@@ -156,6 +156,7 @@ def test_panel_with_activation_fraction_only():
     ds = _only_fraction()
     text = _render(sample_set_panel(ds))
     assert "f_l" in text and "p_l" not in text and "u_l" not in text
+    assert "activation fraction per layer" in text and "sample sets" not in text
     rows = _rows(sample_set_panel(ds))
     # dead / always active now come from the class-mean fraction (0 / 1): same counts
     assert rows["1"] == ["1", "0.20", "▂▄▇▃", "0.30", "1", "1.5", "0.0"]

@@ -170,6 +170,24 @@ FIGURES: dict[str, tuple[Callable[[xr.Dataset], object], Callable[[xr.Dataset], 
 }
 
 
+# Figures with a row of panels per sweep combination: one file per loss type (or data
+# set) keeps them readable for the papers' grids.
+ONE_FILE_PER_SCALE = ("sample_set_layer_means",)
+
+
+def _figure_parts(name: str, ds: xr.Dataset):
+    """(file name, Dataset) of each file a figure is drawn into."""
+    dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d in ds.dims]
+    scales = [d for d in scale_dims(ds, dims) if ds.sizes[d] > 1]
+    if name not in ONE_FILE_PER_SCALE or not scales:
+        yield name, ds
+        return
+    for values in np.ndindex(*(ds.sizes[d] for d in scales)):
+        at = {d: [ds[d].values[i]] for d, i in zip(scales, values, strict=True)}
+        suffix = "_".join(f"{d}={v[0]}" for d, v in at.items())
+        yield f"{name}_{suffix}", ds.sel(at)
+
+
 def write_figures(ds: xr.Dataset, out: Path) -> list[Path]:
     """Every figure the Dataset has data for, as PNG and PDF in `out`."""
     plt = pyplot()
@@ -178,10 +196,11 @@ def write_figures(ds: xr.Dataset, out: Path) -> list[Path]:
     for name, (make, available) in FIGURES.items():
         if not available(ds):
             continue
-        fig = make(ds)
-        for ext in ("png", "pdf"):
-            path = out / f"{name}.{ext}"
-            fig.savefig(path, dpi=120)
-            written.append(path)
-        plt.close(fig)
+        for file_name, part in _figure_parts(name, ds):
+            fig = make(part)
+            for ext in ("png", "pdf"):
+                path = out / f"{file_name}.{ext}"
+                fig.savefig(path, dpi=120)
+                written.append(path)
+            plt.close(fig)
     return written

@@ -119,7 +119,8 @@ def sample_set_panel(ds: xr.Dataset) -> Table | None:
 
     n_seeds = ds.sizes.get("seed", 1)
     table = Table(
-        title=f"{ds.attrs.get('experiment', 'run')}: sample sets per layer",
+        title=f"{ds.attrs.get('experiment', 'run')}: "
+        + ("sample sets per layer" if "predictability" in ds else "activation fraction per layer"),
         title_justify="left",
         caption=(
             f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; {len(epochs)} checkpoints, "
