@@ -139,7 +139,7 @@ def test_concurrent_writers_never_leave_an_unreadable_file(tmp_path):
 
 
 def test_sigterm_ends_a_run_in_one_line_and_leaves_nothing_behind(tiny, tmp_path):
-    tiny["training"]["epochs"] = 200
+    tiny["training"]["epochs"] = 5000  # far longer than the 3 s before the signal
     tiny["sweep"] = {"model.width": [8, 16]}
     spec = write_spec(tmp_path, tiny)
     out = tmp_path / "run"

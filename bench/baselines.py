@@ -1,0 +1,269 @@
+"""nodescope against what a skilled user would write by hand, on the sample-set slice.
+
+The same experiment three ways, measured in one process: the members' initial weights,
+batch orders and data are nodescope's, so all three do the same arithmetic and their
+probe values agree (tests/test_baselines.py checks it on a tiny case).
+
+- naive: one model at a time, a DataLoader over the member's batch order, nn.Sequential,
+  forward hooks on the ReLUs at every checkpoint;
+- vmap: a `torch.func` ensemble (stack_module_state + functional_call + vmap), one Adam
+  over the stacked parameters, the probe counts from the vmapped forward;
+- nodescope: `train_group` of the stacked group.
+
+Probes at every checkpoint on the validation split: per-node, per-class activation
+fraction, predictability and informativeness (paper 1, eqs. 9-15). Run:
+
+    python bench/baselines.py                 # the two slices of the performance issue
+    python bench/baselines.py --seeds 9 --depth 1 --width 20 --epochs 2
+
+Needs MNIST (`nodescope fetch mnist`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import time
+
+import torch
+from torch import nn
+
+from nodescope.data.prepare import build_group_data
+from nodescope.data.seeds import stream_seed
+from nodescope.metrics.sample_sets import activation_fraction, informativeness, predictability
+from nodescope.models.mlp import StackedMLP
+from nodescope.results.weights import member_sequential
+from nodescope.runner.train import train_group
+from nodescope.spec import checkpoint_steps, plan
+from nodescope.spec.load import validate_dict
+
+PROBES = ("activation_fraction", "predictability", "informativeness")
+
+
+def slice_spec(seeds: int, depth: int, width: int, epochs: int, checkpoints: int = 20) -> dict:
+    """The sample-set slice: MNIST, Adam, batch 60, log-spaced checkpoints."""
+    return {
+        "experiment": {"name": "bench_baselines"},
+        "data": {"name": "mnist", "val_size": 12000},
+        "model": {"depth": depth, "width": width, "bias": "first"},
+        "optimiser": {"name": "adam", "lr": 0.001},
+        "training": {"loss": "ce", "batch_size": 60, "epochs": epochs},
+        "checkpoints": {"log": {"start": 0.01, "stop": epochs, "num": checkpoints}},
+        "probes": {"sample_sets": {"split": "val", "churn": False, "node_cost": False}},
+        "sweep": {"seed": list(range(seeds))},
+    }
+
+
+def group_of(spec: dict):
+    return plan(validate_dict(spec, "bench"))[0]
+
+
+def _setup(group, device):
+    """nodescope's data, initial networks and batch-order generators of a group."""
+    specs = [m.spec for m in group.members]
+    data = build_group_data(specs, device, torch.float32)
+    model = StackedMLP(specs, group.spec.data.num_features, data.n_classes).to(device)
+    orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
+    return specs, data, model, orders
+
+
+def _probe_values(on_counts: torch.Tensor, class_counts: torch.Tensor) -> dict:
+    """(…, H, C) on-counts → the three probes; float64 on the host."""
+    on_counts, class_counts = on_counts.cpu(), class_counts.cpu()
+    return {
+        "activation_fraction": activation_fraction(on_counts, class_counts),
+        "predictability": predictability(on_counts, class_counts),
+        "informativeness": informativeness(on_counts, class_counts),
+    }
+
+
+def run_nodescope(group, device) -> dict:
+    """{probe: (E, T, L, H, C) or (E, T, L, H)} from nodescope's stored variables."""
+    variables = train_group(group, device).variables
+    return {name: torch.as_tensor(variables[name].values) for name in PROBES}
+
+
+def run_naive(group, device, chunk: int = 4096) -> dict:
+    specs, data, stacked, orders = _setup(group, device)
+    val = data.splits["val"]
+    class_counts = torch.bincount(val.labels, minlength=data.n_classes)
+    per_member = [
+        _naive_member(member_sequential(stacked, e), spec, orders[e], data, group, device, chunk)
+        for e, spec in enumerate(specs)
+    ]
+    return _stack_counts(per_member, stacked.widths, class_counts)
+
+
+def _naive_member(model, spec, order, data, group, device, chunk) -> list:
+    """Train one member with a DataLoader; on-counts per checkpoint from ReLU hooks."""
+    train, val = data.splits["train"], data.splits["val"]
+    x_train, y_train = train.inputs(torch.arange(train.size, device=device)), train.labels
+    x_val, y_val = val.inputs(torch.arange(val.size, device=device)), val.labels
+    n_classes, steps = data.n_classes, checkpoint_steps(group.spec)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=spec.optimiser.lr)
+    relus = [m for m in model if isinstance(m, nn.ReLU)]
+    counts = []
+
+    def checkpoint() -> None:
+        model.eval()
+        on = [torch.zeros(m.out_features, n_classes, device=device) for m in model[:-1:2]]
+        current = {}
+        hooks = [
+            relu.register_forward_hook(lambda mod, inp, out, i=i: current.update({i: out}))
+            for i, relu in enumerate(relus)
+        ]
+        with torch.no_grad():
+            for start in range(0, val.size, chunk):
+                model(x_val[start : start + chunk])
+                one_hot = nn.functional.one_hot(y_val[start : start + chunk], n_classes).float()
+                for i, out in current.items():
+                    on[i] += (out > 0).float().T @ one_hot
+        for h in hooks:
+            h.remove()
+        counts.append(on)
+        model.train()
+
+    step = 0
+    if 0 in steps:
+        checkpoint()
+    for _ in range(group.spec.training.epochs):
+        sampler = torch.randperm(train.size, generator=order).tolist()
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x_train, y_train),
+            batch_size=group.spec.batch_size(),
+            sampler=sampler,
+        )
+        for x, y in loader:
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step in steps:
+                checkpoint()
+    return counts
+
+
+def run_vmap(group, device, chunk: int = 4096) -> dict:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    specs, data, stacked, orders = _setup(group, device)
+    train, val = data.splits["train"], data.splits["val"]
+    x_train, y_train = train.inputs(torch.arange(train.size, device=device)), train.labels
+    x_val, y_val = val.inputs(torch.arange(val.size, device=device)), val.labels
+    n_classes, steps = data.n_classes, checkpoint_steps(group.spec)
+    batch, epochs = group.spec.batch_size(), group.spec.training.epochs
+    class_counts = torch.bincount(y_val, minlength=n_classes)
+    models = [member_sequential(stacked, e) for e in range(len(specs))]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    opt = torch.optim.Adam(params.values(), lr=specs[0].optimiser.lr)
+    relu_at = [i for i, m in enumerate(models[0]) if isinstance(m, nn.ReLU)]
+
+    def loss_one(p, b, x, y):
+        return nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    def hidden_one(p, b, x):
+        outs, h = [], x
+        for i, module in enumerate(base):
+            names = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith(f"{i}.")}
+            h = functional_call(module, names, (h,)) if names else module(h)
+            if i in relu_at:
+                outs.append(h > 0)
+        return outs
+
+    grad_all = vmap(torch.func.grad(loss_one), in_dims=(0, 0, 0, 0))
+    hidden_all = vmap(hidden_one, in_dims=(0, 0, None))
+    counts = []
+
+    def checkpoint() -> None:
+        on = [torch.zeros(len(specs), w, n_classes, device=device) for w in stacked.widths]
+        with torch.no_grad():
+            for start in range(0, val.size, chunk):
+                one_hot = nn.functional.one_hot(y_val[start : start + chunk], n_classes).float()
+                for i, h in enumerate(hidden_all(params, buffers, x_val[start : start + chunk])):
+                    on[i] += h.float().transpose(1, 2) @ one_hot
+        counts.append(on)
+
+    step = 0
+    if 0 in steps:
+        checkpoint()
+    for _ in range(epochs):
+        perm = torch.stack([torch.randperm(train.size, generator=g) for g in orders]).to(device)
+        for start in range(0, train.size, batch):
+            index = perm[:, start : start + batch]
+            grads = grad_all(params, buffers, x_train[index], y_train[index])
+            for name, p in params.items():
+                p.grad = grads[name]
+            opt.step()
+            step += 1
+            if step in steps:
+                checkpoint()
+    per_member = [[[layer[e] for layer in ck] for ck in counts] for e in range(len(specs))]
+    return _stack_counts(per_member, stacked.widths, class_counts)
+
+
+def _stack_counts(per_member, widths, class_counts) -> dict:
+    """Per member, per checkpoint, per layer (H_l, C) on-counts → (E, T, L, H, C) probes,
+    nodes beyond a layer's width NaN as nodescope stores them."""
+    width = max(widths)
+    values = {name: [] for name in PROBES}
+    for counts in per_member:
+        rows = {name: [] for name in PROBES}
+        for ck in counts:
+            layers = {name: [] for name in PROBES}
+            for on in ck:
+                for name, v in _probe_values(on, class_counts).items():
+                    pad = [0, 0] * (v.dim() - 1) + [0, width - v.shape[0]]
+                    layers[name].append(nn.functional.pad(v, pad, value=float("nan")))
+            for name in PROBES:
+                rows[name].append(torch.stack(layers[name]))
+        for name in PROBES:
+            values[name].append(torch.stack(rows[name]))
+    return {name: torch.stack(v) for name, v in values.items()}
+
+
+def timed(fn, *args) -> tuple[float, dict]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--depth", type=int)
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    slices = [(9, 1, 20), (3, 4, 80)]
+    if args.seeds:
+        slices = [(args.seeds, args.depth or 1, args.width or 20)]
+    machine = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, {device}")
+    print(f"torch threads: {threads}")
+    for seeds, depth, width in slices:
+        group = group_of(slice_spec(seeds, depth, width, args.epochs))
+        t_ns, ns = timed(run_nodescope, group, device)
+        t_vmap, vm = timed(run_vmap, group, device)
+        t_naive, nv = timed(run_naive, group, device)
+        agree = all(
+            torch.allclose(ns[k], ref[k].to(ns[k].dtype), atol=1e-6, equal_nan=True)
+            for ref in (vm, nv)
+            for k in PROBES
+        )
+        print(f"{seeds} seeds x {depth}x{width}, {args.epochs} epochs (data, training, probes):")
+        print(f"  naive loop {t_naive:7.1f} s")
+        print(f"  vmap       {t_vmap:7.1f} s")
+        print(f"  nodescope  {t_ns:7.1f} s   probes agree with both: {agree}")
+        print(f"  speed-up: {t_naive / t_ns:.2f}x the naive loop, {t_vmap / t_ns:.2f}x vmap")
+
+
+if __name__ == "__main__":
+    main()

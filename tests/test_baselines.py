@@ -1,0 +1,32 @@
+"""The hand-written baselines of bench/baselines.py do the same work as nodescope."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+import baselines  # noqa: E402
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_naive_and_vmap_baselines_compute_nodescopes_probe_values(tiny, depth, one_thread):
+    tiny["model"] = {"depth": depth, "width": [7, 5][:depth], "bias": "first"}
+    tiny["optimiser"] = {"name": "adam", "lr": 0.01}
+    tiny["training"] = {"loss": "ce", "batch_size": 32, "epochs": 2}
+    tiny["probes"] = {"sample_sets": {"split": "val", "churn": False, "node_cost": False}}
+    tiny["sweep"] = {"seed": [0, 1, 2]}
+    group = baselines.group_of(tiny)
+    cpu = torch.device("cpu")
+    ours = baselines.run_nodescope(group, cpu)
+    for run in (baselines.run_naive, baselines.run_vmap):
+        theirs = run(group, cpu)
+        for name in baselines.PROBES:
+            assert theirs[name].shape == ours[name].shape, (run.__name__, name)
+            torch.testing.assert_close(
+                theirs[name].to(ours[name].dtype), ours[name], atol=1e-6, rtol=0, equal_nan=True
+            )
+    assert ours["activation_fraction"].isfinite().any()
