@@ -42,16 +42,21 @@ from nodescope.spec.load import validate_dict
 PROBES = ("activation_fraction", "predictability", "informativeness")
 
 
-def slice_spec(seeds: int, depth: int, width: int, epochs: int, checkpoints: int = 20) -> dict:
+def slice_spec(
+    seeds: int, depth: int, width: int, epochs: int, checkpoints: int = 20, dtype="float32"
+) -> dict:
     """The sample-set slice: MNIST, Adam, batch 60, log-spaced checkpoints."""
     return {
         "experiment": {"name": "bench_baselines"},
         "data": {"name": "mnist", "val_size": 12000},
         "model": {"depth": depth, "width": width, "bias": "first"},
         "optimiser": {"name": "adam", "lr": 0.001},
-        "training": {"loss": "ce", "batch_size": 60, "epochs": epochs},
+        "training": {"loss": "ce", "batch_size": 60, "epochs": epochs, "dtype": dtype},
         "checkpoints": {"log": {"start": 0.01, "stop": epochs, "num": checkpoints}},
-        "probes": {"sample_sets": {"split": "val", "churn": False, "node_cost": False}},
+        "probes": {
+            "curves": False,  # the baselines compute only the sample-set probes
+            "sample_sets": {"split": "val", "churn": False, "node_cost": False},
+        },
         "sweep": {"seed": list(range(seeds))},
     }
 
@@ -63,8 +68,10 @@ def group_of(spec: dict):
 def _setup(group, device):
     """nodescope's data, initial networks and batch-order generators of a group."""
     specs = [m.spec for m in group.members]
-    data = build_group_data(specs, device, torch.float32)
-    model = StackedMLP(specs, group.spec.data.num_features, data.n_classes).to(device)
+    dtype = getattr(torch, group.spec.training.dtype)
+    data = build_group_data(specs, device, dtype)
+    model = StackedMLP(specs, group.spec.data.num_features, data.n_classes)
+    model = model.to(device=device, dtype=dtype)
     orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
     return specs, data, model, orders
 
@@ -253,15 +260,16 @@ def main() -> None:
         t_ns, ns = timed(run_nodescope, group, device)
         t_vmap, vm = timed(run_vmap, group, device)
         t_naive, nv = timed(run_naive, group, device)
-        agree = all(
-            torch.allclose(ns[k], ref[k].to(ns[k].dtype), atol=1e-6, equal_nan=True)
+        # float32 rounding (bmm vs matmul) drifts over 1,600 steps: a few samples flip
+        gap = max(
+            float((ns[k] - ref[k].to(ns[k].dtype)).abs().nan_to_num(0).max())
             for ref in (vm, nv)
             for k in PROBES
         )
         print(f"{seeds} seeds x {depth}x{width}, {args.epochs} epochs (data, training, probes):")
         print(f"  naive loop {t_naive:7.1f} s")
         print(f"  vmap       {t_vmap:7.1f} s")
-        print(f"  nodescope  {t_ns:7.1f} s   probes agree with both: {agree}")
+        print(f"  nodescope  {t_ns:7.1f} s   largest probe difference to either: {gap:.2g}")
         print(f"  speed-up: {t_naive / t_ns:.2f}x the naive loop, {t_vmap / t_ns:.2f}x vmap")
 
 

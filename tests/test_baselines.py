@@ -17,7 +17,10 @@ def test_naive_and_vmap_baselines_compute_nodescopes_probe_values(tiny, depth, o
     tiny["model"] = {"depth": depth, "width": [7, 5][:depth], "bias": "first"}
     tiny["optimiser"] = {"name": "adam", "lr": 0.01}
     tiny["training"] = {"loss": "ce", "batch_size": 32, "epochs": 2}
-    tiny["probes"] = {"sample_sets": {"split": "val", "churn": False, "node_cost": False}}
+    tiny["probes"] = {
+        "curves": False,
+        "sample_sets": {"split": "val", "churn": False, "node_cost": False},
+    }
     tiny["sweep"] = {"seed": [0, 1, 2]}
     group = baselines.group_of(tiny)
     cpu = torch.device("cpu")

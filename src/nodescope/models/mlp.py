@@ -50,6 +50,14 @@ def _init_layer(fan_in: int, fan_out: int, scheme: str, bias: bool, gain: float,
     return w * gain, b
 
 
+def _shared_input_matmul(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(B, F) @ (E, F, H) -> (E, B, H). A broadcast matmul would copy h once per member;
+    laying the members' weights side by side makes it one GEMM."""
+    E, F, H = w.shape
+    out = h @ w.transpose(0, 1).reshape(F, E * H)
+    return out.view(h.shape[0], E, H).transpose(0, 1)
+
+
 class StackedMLP(nn.Module):
     def __init__(self, specs: list[Spec], n_features: int, n_outputs: int):
         super().__init__()
@@ -109,12 +117,12 @@ class StackedMLP(nn.Module):
 
     def _linear(self, h: torch.Tensor, i: int) -> torch.Tensor:
         w = self.weights[i]
+        if h.dim() == 2:  # one input shared by every member: a single (B, F) x (F, E*H) GEMM
+            out = _shared_input_matmul(h, w)
+            return out + self.biases[self.bias_of[i]] if i in self.bias_of else out
         if i in self.bias_of:
-            b = self.biases[self.bias_of[i]]
-            if h.dim() == 2:
-                return torch.matmul(h, w) + b
-            return torch.baddbmm(b, h, w)
-        return torch.matmul(h, w)
+            return torch.baddbmm(self.biases[self.bias_of[i]], h, w)
+        return torch.bmm(h, w)
 
     def _batch_norm(self, z: torch.Tensor, i: int) -> torch.Tensor:
         mean_buf, var_buf = getattr(self, f"bn_mean{i}"), getattr(self, f"bn_var{i}")
