@@ -112,7 +112,8 @@ def _idx_splits(data: Data) -> dict[str, HostSplit]:
     }
     images = {s: img[i].astype(np.float32) for s, ((img, _), i) in picks.items()}
     if data.scaling == "unit":
-        images = {s: x / 255.0 for s, x in images.items()}
+        for x in images.values():
+            x /= 255.0  # in place: these arrays are hundreds of MB
     elif data.scaling == "standard":
         mean = images["train"].mean(0)
         std = images["train"].std(0)
@@ -122,8 +123,13 @@ def _idx_splits(data: Data) -> dict[str, HostSplit]:
     for split, ((_, digits), index) in picks.items():
         digit = digits[index].astype(np.int64)
         labels = digit // 5 if data.name == "aggregated_mnist" else digit
-        out[split] = HostSplit(images[split].astype(np.float32), labels, digit)
+        out[split] = HostSplit(images[split].astype(np.float32, copy=False), labels, digit)
     return out
+
+
+def _stacked(inputs: list[np.ndarray]) -> np.ndarray:
+    """(variants, N, F); a single variant is a view, not a copy."""
+    return inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,7 @@ def build_group_data(
         if split == "train" and any(s.noise.label_fraction > 0 for s in specs):
             corrupted = replaced
         splits[split] = SplitData(
-            x=torch.from_numpy(np.stack(inputs)).to(device=device, dtype=dtype),
+            x=torch.from_numpy(_stacked(inputs)).to(device=device, dtype=dtype),
             variant=torch.tensor(
                 [index_of[InputVariant.of(s, split)] for s in specs], device=device
             ),
