@@ -46,7 +46,8 @@ CASES = {
     ),
     "name ..": ({"experiment.name": ".."}, "not a folder name"),
     "name too long": ({"experiment.name": "a" * 101}, "at most 100 characters"),
-    "huge network": ({"model.depth": 10**5, "model.width": 10**5}, "parameters per member"),
+    "huge network": ({"model.depth": 10**4, "model.width": 10**5}, "parameters per member"),
+    "depth 2^64": ({"model.depth": 2**64}, "less than or equal to 10000"),
 }
 
 

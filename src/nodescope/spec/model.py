@@ -16,6 +16,7 @@ Seed = Annotated[int, Field(ge=0, lt=2**63)]
 # A threshold on a sigmoid's output, strictly inside (0, 1).
 SigmoidThreshold = Annotated[float, Field(gt=0.0, lt=1.0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+MAX_DEPTH = 10_000  # hidden layers; the papers use at most 10
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # Sizes of the IDX data sets nodescope knows, so plans can be made without reading them.
@@ -147,7 +148,7 @@ class Data(Strict):
 
 
 class ModelSpec(Strict):
-    depth: PositiveInt = 1
+    depth: Annotated[int, Field(gt=0, le=MAX_DEPTH)] = 1
     width: PositiveInt | list[PositiveInt] = 100
     activation: Literal["relu", "sigmoid", "linear"] = "relu"
     bias: Literal["all", "first", "none"] = "all"
