@@ -234,10 +234,11 @@ class NoiseRobustnessProbe(Probe):
         return HostSplit(noisy, test.labels.cpu().numpy(), None)
 
     def on_end(self, model) -> None:
-        device = model.weights[0].device
+        device, dtype = model.weights[0].device, model.weights[0].dtype
         for i, sigma in enumerate(self.sigmas):
             split = self.test_set(i, sigma)
-            x, y = torch.from_numpy(split.x).to(device), torch.from_numpy(split.labels).to(device)
+            x = torch.from_numpy(split.x).to(device=device, dtype=dtype)
+            y = torch.from_numpy(split.labels).to(device)
             right = torch.zeros(self.ctx.n_members, device=device)
             for start in range(0, len(y), 4096):
                 out = model(x[start : start + 4096]).out
