@@ -295,3 +295,17 @@ def test_noise_draws_common_share_one_stream_independent_do_not():
         low, high = _synthetic_split(data, "train", 0.4), _synthetic_split(data, "train", 0.8)
         assert np.array_equal(low.labels, high.labels)
         assert np.allclose(low.x, high.x) is same
+
+
+def test_per_member_batches_gather_each_members_variant():
+    from nodescope.data.prepare import SplitData
+
+    x = torch.arange(3 * 5 * 2, dtype=torch.float32).view(3, 5, 2)
+    variant = torch.tensor([2, 0, 2, 1])
+    index = torch.tensor([[4, 0], [1, 1], [0, 3], [2, 4]])
+    split = SplitData(x, variant, torch.zeros(5), torch.zeros(4, 5), None)
+    got = split.inputs(index)
+    assert got.shape == (4, 2, 2)
+    for e in range(4):
+        for b in range(2):
+            assert torch.equal(got[e, b], x[variant[e], index[e, b]])
