@@ -76,6 +76,9 @@ class StackedOptimiser:
         """One update; `lr_scale` is the schedule's factor, `active` (E,) bool or None."""
         self.t = self.t + 1 if active is None else torch.where(active, self.t + 1, self.t)
         lr = self.lr * lr_scale
+        if active is None and self.name == "adam":
+            self._adam_step(lr)
+            return
         for (p, kind), state in zip(self.params, self.state, strict=True):
             if p.grad is None:
                 continue
@@ -102,6 +105,23 @@ class StackedOptimiser:
                 state["b"] = s = b
             new = _layca_update(p, s, lr_p) if layca else p - lr_p * s
             p.copy_(_masked(keep, new, p))
+
+    def _adam_step(self, lr: torch.Tensor) -> None:
+        """torch's Adam for every member at once, in place: the same arithmetic in the same
+        order as the general loop of `step` (so the same bits), with the per-member bias
+        corrections computed once per step instead of once per parameter."""
+        t = self.t.clamp(min=1)
+        keep1, keep2 = 1 - self.beta1, 1 - self.beta2
+        fix1, fix2 = 1 - self.beta1**t, 1 - self.beta2**t
+        for (p, _), state in zip(self.params, self.state, strict=True):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m, v = state["m"], state["v"]
+            m.mul_(_expand(self.beta1, p)).add_(_expand(keep1, p) * g)
+            v.mul_(_expand(self.beta2, p)).add_(_expand(keep2, p) * g * g)
+            s = (m / _expand(fix1, p)) / ((v / _expand(fix2, p)).sqrt_().add_(_expand(self.eps, p)))
+            p.sub_(_expand(lr, p) * s)
 
 
 def _masked(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
