@@ -166,8 +166,11 @@ def run_dask(
     The results folder must be on storage every worker can reach.
     """
     distributed = _distributed()
+    if not scheduler:
+        workers = workers or os.cpu_count() or 1
     client = connect(scheduler, workers)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers and not scheduler else None
+    # a local cluster shares this machine's cores; workers of other clusters keep theirs
+    threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
     sizes = {g.index: len(g.members) for g in rp.todo}
     bars: dict[int, Callable] = {}
 
