@@ -449,9 +449,13 @@ def test_schedule_applies_from_milestone_epoch_in_training():
     assert abs(free_loss[3] - free_loss[1]) > 1e-4
 
 
-def test_adam_fast_path_equals_the_general_loop_bit_for_bit():
-    """With every member active, Adam takes an in-place path; the general loop (any
-    `active` mask) must give the same bits over steps and a learning-rate change."""
+@pytest.mark.parametrize(
+    "optimiser",
+    [{"name": "adam"}, {"name": "sgd", "momentum": 0.9}, {"name": "sgd", "momentum": 0.0}],
+)
+def test_in_place_steps_equal_the_general_loop_bit_for_bit(optimiser):
+    """With every member active, Adam and SGD take an in-place path; the general loop
+    (any `active` mask) must give the same bits over steps and a learning-rate change."""
     import copy
 
     from tiny_specs import tiny_spec_dict
@@ -462,6 +466,7 @@ def test_adam_fast_path_equals_the_general_loop_bit_for_bit():
     from nodescope.spec.load import validate_dict
 
     d = tiny_spec_dict(**{"model": {"depth": 2, "width": 8, "bias": "all"}})
+    d["optimiser"].update(optimiser)
     d["sweep"] = {"seed": [0, 1, 2], "optimiser.lr": [0.01, 0.001, 0.1]}
     specs = [m.spec for m in plan(validate_dict(d, "t"))[0].members]
     fast = StackedMLP(specs, 40, 2)

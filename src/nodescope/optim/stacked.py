@@ -79,6 +79,9 @@ class StackedOptimiser:
         if active is None and self.name == "adam":
             self._adam_step(lr)
             return
+        if active is None and self.name == "sgd":
+            self._sgd_step(lr)
+            return
         for (p, kind), state in zip(self.params, self.state, strict=True):
             if p.grad is None:
                 continue
@@ -122,6 +125,15 @@ class StackedOptimiser:
             v.mul_(_expand(self.beta2, p)).add_(_expand(keep2, p) * g * g)
             s = (m / _expand(fix1, p)) / ((v / _expand(fix2, p)).sqrt_().add_(_expand(self.eps, p)))
             p.sub_(_expand(lr, p) * s)
+
+    def _sgd_step(self, lr: torch.Tensor) -> None:
+        """SGD with momentum for every member at once, in place; the same bits as the
+        general loop of `step`."""
+        for (p, _), state in zip(self.params, self.state, strict=True):
+            if p.grad is None:
+                continue
+            b = state["b"].mul_(_expand(self.momentum, p)).add_(p.grad)
+            p.sub_(_expand(lr, p) * b)
 
 
 def _masked(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
