@@ -1,0 +1,97 @@
+"""How nodescope's cost scales, measured in one process on MNIST:
+
+1. time per member as the stacked group grows (E = 1, 2, 4, 8, 16, 32), widths 20 and 80;
+2. probe overhead: the sample-set probes at 20 and 50 checkpoints against none;
+3. achieved training FLOP/s of a depth-8, width-320 group against a large matmul.
+
+Run (needs `nodescope fetch mnist`):
+
+    python bench/scaling.py [--epochs 0.25] [--members 1 2 4 8 16 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from nodescope.runner.train import train_group
+from nodescope.spec import plan
+from nodescope.spec.load import validate_dict
+from nodescope.spec.size import parameters_per_member
+
+
+def spec(members: int, depth: int, width: int, train_size: int, probes: dict, ck: int) -> dict:
+    checkpoints = {"log": {"start": 0.01, "stop": 1, "num": ck}} if ck else {"initial": False}
+    return {
+        "experiment": {"name": "bench_scaling"},
+        "data": {"name": "mnist", "train_size": train_size, "val_size": 12000},
+        "model": {"depth": depth, "width": width, "bias": "first"},
+        "optimiser": {"name": "adam", "lr": 0.001},
+        "training": {"loss": "ce", "batch_size": 60, "epochs": 1},
+        "checkpoints": checkpoints,
+        "probes": {"curves": False, **probes},
+        "sweep": {"seed": list(range(members))},
+    }
+
+
+def seconds(d: dict) -> float:
+    group = plan(validate_dict(d, "bench"))[0]
+    start = time.perf_counter()
+    train_group(group, torch.device("cpu"))
+    return time.perf_counter() - start
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train-size", type=int, default=12000, help="training samples (1 epoch)")
+    ap.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    args = ap.parse_args()
+    n = args.train_size
+    machine = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, {threads}")
+    print(f"threads; MNIST, Adam, batch 60, one epoch of {n} training samples")
+    seconds(spec(1, 1, 20, 600, {}, 0))  # warm-up: data cache, allocator
+
+    print("1. time per member, training only (no checkpoints):")
+    for width in (20, 80):
+        row = []
+        for e in args.members:
+            row.append(seconds(spec(e, 1, width, n, {}, 0)) / e)
+        cells = "  ".join(f"E={e}: {t:.3f} s" for e, t in zip(args.members, row, strict=True))
+        print(f"   width {width:3d}: {cells}")
+
+    print("2. probe overhead, 8 members of 1x80, sample sets on the 12,000 validation samples:")
+    base = seconds(spec(8, 1, 80, n, {}, 0))
+    probes = {"sample_sets": {"split": "val", "churn": False, "node_cost": False}}
+    for ck in (20, 50):
+        with_probes = seconds(spec(8, 1, 80, n, probes, ck))
+        extra = (with_probes / base - 1) * 100
+        print(f"   {ck} checkpoints: {with_probes:.2f} s, {base:.2f} s without (+{extra:.0f}%)")
+
+    print("3. training FLOP/s, 4 members of 8x320 against a 2048^3 matmul:")
+    d = spec(4, 8, 320, n, {}, 0)
+    weights = parameters_per_member(validate_dict(d, "bench"))  # biases are a rounding error
+    t = seconds(d)
+    steps = -(-n // 60)
+    flops = 6 * 60 * weights * 4 * steps  # forward 2 B P, backward about twice that
+    ceiling = matmul_ceiling()
+    share = flops / t / ceiling * 100
+    print(f"   {flops / t / 1e9:.1f} GFLOP/s, ceiling {ceiling / 1e9:.1f} GFLOP/s ({share:.0f}%)")
+
+
+if __name__ == "__main__":
+    main()
