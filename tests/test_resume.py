@@ -207,3 +207,13 @@ def test_a_run_that_cannot_start_writes_nothing(tiny, tmp_path, capsys, monkeypa
         assert main(["run", str(spec), "--out", str(out), "--device", "cuda"]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_a_state_that_cannot_be_written_is_one_line(tiny, tmp_path, one_thread):
+    from nodescope.errors import UserError
+
+    tiny["resume"] = {"every_epochs": 1}
+    group = group_of(tiny)
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    with pytest.raises(UserError, match=r"cannot write .*group-000.pt .*stored groups are kept"):
+        train_group(group, CPU, None, StateFile(state_path(tmp_path, 0), group))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -37,7 +38,8 @@ def write_file_atomic(path: Path, write) -> None:
         os.replace(tmp, path)
         record_checksum(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
+            tmp.unlink(missing_ok=True)
         raise UserError(
             f"cannot write {path} ({exc.strerror or exc}); free disk space or fix the "
             "folder's permissions, then run again: stored groups are kept"

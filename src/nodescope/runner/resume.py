@@ -55,8 +55,12 @@ class StateFile:
 
     def save(self, state: dict, epochs_done: int) -> None:
         payload = {"format": STATE_FORMAT, "group_hash": self.group.hash, **state}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(self.path, lambda tmp: torch.save(payload, tmp))
+
+        def write(tmp: Path) -> None:  # inside, so a folder that cannot be made is one line
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(payload, tmp)
+
+        write_file_atomic(self.path, write)
         self.last_epoch, self.last_time = epochs_done, time.monotonic()
 
     def load(self, device: torch.device) -> dict | None:
