@@ -85,13 +85,14 @@ def _check_can_start(spec, device: str, remote: bool) -> None:
     written to the results folder: missing data, a GPU that is not there. Workers of a
     remote cluster have their own data folders and devices."""
     from .data.fetch import require_fetched
+    from .data.prepare import idx_source
     from .runner.run import resolve_device
     from .spec import expand
 
     if remote:
         return
     for name in sorted({m.spec.data.name for m in expand(spec)} - {"synthetic_patterns"}):
-        require_fetched("fashion_mnist" if name == "fashion_mnist" else "mnist")
+        require_fetched(idx_source(name))
     resolve_device(device)
 
 

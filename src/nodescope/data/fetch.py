@@ -239,12 +239,14 @@ def verify(
     return folder
 
 
-def require_fetched(name: str) -> None:
-    """One line naming the fix when a data set's IDX files are not in the data folder."""
-    info = REGISTRY[canonical_name(name, REGISTRY)]
-    folder = dataset_folder(info, None)
+def require_fetched(name: str, dest: Path | None = None, registry=None) -> Path:
+    """The data set's folder; one line naming the fix when its IDX files are not there."""
+    registry = REGISTRY if registry is None else registry
+    info = registry[canonical_name(name, registry)]
+    folder = dataset_folder(info, dest)
     if not all((folder / file_name).is_file() for file_name in FILE_NAMES):
         raise UserError(f"{info.title} is not in {folder}: run `nodescope fetch {info.name}`")
+    return folder
 
 
 def load_idx_dataset(
@@ -260,10 +262,8 @@ def load_idx_dataset(
     """
     registry = REGISTRY if registry is None else registry
     info = registry[canonical_name(name, registry)]
-    folder = dataset_folder(info, dest)
+    folder = require_fetched(name, dest, registry)
     fix = f"run `nodescope fetch {info.name}`"
-    if not all((folder / file_name).is_file() for file_name in FILE_NAMES):
-        raise UserError(f"{info.title} is not in {folder}: {fix}")
     loaded = {
         split: _load_split(folder / images_name, folder / labels_name, fix)
         for split, (images_name, labels_name) in SPLITS.items()

@@ -102,10 +102,15 @@ def synthetic_sample(
     return HostSplit(x, labels.astype(np.int64), patterns.astype(np.int64))
 
 
+def idx_source(data_name: str) -> str:
+    """The IDX data set a spec's data.name reads (aggregated_mnist is MNIST)."""
+    return "fashion_mnist" if data_name == "fashion_mnist" else "mnist"
+
+
 def _idx_splits(data: Data) -> dict[str, HostSplit]:
     from .fetch import load_idx_dataset
 
-    raw = load_idx_dataset("fashion_mnist" if data.name == "fashion_mnist" else "mnist")
+    raw = load_idx_dataset(idx_source(data.name))
     train_n, val_n, test_n = data.sizes()
     order = np.random.default_rng(data.val_seed).permutation(len(raw["train"][1]))
     test_order = np.random.default_rng(data.val_seed).permutation(len(raw["test"][1]))

@@ -44,12 +44,7 @@ SCALE_PATHS = ("training.loss", "data.name")
 
 def scale_dims(ds: xr.Dataset, dims: list[str]) -> list[str]:
     """The sweep dims (of `dims`) that sweep a spec path in SCALE_PATHS."""
-    return [
-        d
-        for d in dims
-        if d in ds.coords
-        and any(ds[d].attrs.get("description", "").endswith(path) for path in SCALE_PATHS)
-    ]
+    return [d for d in dims if d in ds.coords and ds[d].attrs.get("spec_path") in SCALE_PATHS]
 
 
 def axis_label(da: xr.DataArray, fallback: str) -> str:

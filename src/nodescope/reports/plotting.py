@@ -24,6 +24,15 @@ def mean_and_stderr(da: xr.DataArray, dim: str = "seed") -> tuple[xr.DataArray, 
     return da.mean(dim), (std / np.sqrt(n)).fillna(0)
 
 
+def seed_spread(da: xr.DataArray, dim: str = "seed") -> tuple[xr.DataArray, xr.DataArray]:
+    """Mean over seeds and its standard error, the error NaN (nothing to show) with fewer
+    than two seeds; without a seed dim the mean is `da` itself."""
+    if da.sizes.get(dim, 1) > 1:
+        return mean_and_stderr(da, dim)
+    mean = da.mean(dim) if dim in da.dims else da
+    return mean, xr.full_like(mean, np.nan, dtype=float)
+
+
 def other_combinations(obj, dims: list[str], required: str | None = None):
     """(label, slice) for each combination of the sweep dims other than seed.
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
 
 from ..errors import UserError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+from ..spec.toml_io import parse_value
 
 
 def parse_selection(items: list[str]) -> dict[str, str]:
@@ -29,23 +25,20 @@ def parse_selection(items: list[str]) -> dict[str, str]:
     return chosen
 
 
-def toml_value(text: str):
-    """The TOML value `text` spells (8, 0.4, true), else the text itself (mse)."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _matching(coord: xr.DataArray, text: str):
-    value = toml_value(text)
-    for candidate in coord.values:
+def _position(values: Sequence, text: str) -> int | None:
+    """Where `text` (a TOML value, or a bare string such as mse) is in `values`."""
+    value = parse_value(text)
+    for i, candidate in enumerate(values):
         plain = candidate.item() if isinstance(candidate, np.generic) else candidate
         if plain == value or str(plain) == text:
-            return candidate
+            return i
         if isinstance(plain, float) and isinstance(value, int | float) and np.isclose(plain, value):
-            return candidate
+            return i
     return None
+
+
+def _not_taken(dim: str, text: str, values: Sequence) -> UserError:
+    return UserError(f"--sel {dim}={text}: {dim} takes {', '.join(str(v) for v in values)}")
 
 
 def select(ds: xr.Dataset, items: list[str]) -> xr.Dataset:
@@ -62,11 +55,10 @@ def select(ds: xr.Dataset, items: list[str]) -> xr.Dataset:
                 f"--sel {dim}={text}: the run has no sweep dimension {dim}; it has "
                 f"{', '.join(sweep_dims) or 'none'}"
             )
-        value = _matching(ds[dim], text)
-        if value is None:
-            have = ", ".join(str(v) for v in ds[dim].values)
-            raise UserError(f"--sel {dim}={text}: {dim} takes {have}")
-        picks[dim] = [value]
+        k = _position(ds[dim].values, text)
+        if k is None:
+            raise _not_taken(dim, text, ds[dim].values)
+        picks[dim] = [ds[dim].values[k]]
     narrowed = ds.sel(picks)
     narrowed.attrs["selection"] = ", ".join(f"{d}={v[0]}" for d, v in picks.items())
     return narrowed
@@ -87,12 +79,9 @@ def selection_overrides(spec, items: list[str]) -> list[str]:
                 f"{', '.join(axes) or 'nothing'}"
             )
         axis = axes[dim]
-        coord = xr.DataArray(axis.values[0], dims="v")
-        value = _matching(coord, text)
-        if value is None:
-            have = ", ".join(str(v) for v in axis.values[0])
-            raise UserError(f"--sel {dim}={text}: {dim} takes {have}")
-        k = [str(v) for v in axis.values[0]].index(str(value))
+        k = _position(axis.values[0], text)
+        if k is None:
+            raise _not_taken(dim, text, axis.values[0])
         for path, values in zip(axis.paths, axis.values, strict=True):
             key = path if path in spec.sweep else "seed"  # the sweep table spells it "seed"
             overrides.append(f'sweep."{key}"=[{json.dumps(values[k])}]')

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import accessor  # noqa: F401  registers ds.ns
-from .plotting import mean_and_stderr
+from .plotting import seed_spread
 from .sample_sets import _thin, sparkline
 from .words import plural
 
@@ -84,11 +84,10 @@ def accuracy_grid_panel(ds: xr.Dataset) -> Table | None:
         return None
     dims = _sweep_dims(ds)
     acc = ds["accuracy_noise"]
-    stderr = None
+    stderr = xr.full_like(acc, np.nan, dtype=float)
     if "sigma" in dims:
         n_seeds = ds.sizes.get("seed", 1)
-        if "seed" in acc.dims:
-            acc, stderr = mean_and_stderr(acc, "seed")
+        acc, stderr = seed_spread(acc)
         groups, rows = [d for d in dims if d not in ("sigma", "seed")], ["sigma"]
         title, row_head = "sigma_train (rows) × sigma_test (columns)", ["sigma_train"]
         spread = " ± standard error" if n_seeds > 1 else ""
@@ -112,13 +111,8 @@ def accuracy_grid_panel(ds: xr.Dataset) -> Table | None:
         values = np.array([block.sel(k).values for k in keys], dtype=float).reshape(
             len(keys), acc.sizes["sigma_test"]
         )
-        errors = (
-            np.array([stderr.sel(group).sel(k).values for k in keys], dtype=float).reshape(
-                values.shape
-            )
-            if stderr is not None and n_seeds > 1
-            else np.full(values.shape, np.nan)
-        )
+        errors = np.array([stderr.sel(group).sel(k).values for k in keys], dtype=float)
+        errors = errors.reshape(values.shape)
         filled = ~np.isnan(values).all(axis=1)  # grid points no member filled are left out
         if not filled.any():
             continue

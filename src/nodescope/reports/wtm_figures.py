@@ -8,7 +8,14 @@ import numpy as np
 import xarray as xr
 
 from .. import accessor  # noqa: F401  registers ds.ns
-from .plotting import log_epoch_axis, log_epochs, mean_and_stderr, other_combinations, pyplot
+from .plotting import (
+    log_epoch_axis,
+    log_epochs,
+    mean_and_stderr,
+    other_combinations,
+    pyplot,
+    seed_spread,
+)
 
 
 def _class_colors(plt, classes) -> dict:
@@ -91,9 +98,8 @@ def _finish_pattern_grid(fig, axes, colors: dict, title: str):
 def _accuracy_rows(acc: xr.DataArray, dims: list[str]):
     """(title, row labels, row name, values (rows, sigma_test)) per heat map of Fig. 1."""
     if "sigma" in dims:
-        several = acc.sizes.get("seed", 1) > 1
-        mean, stderr = mean_and_stderr(acc) if "seed" in acc.dims else (acc, acc * np.nan)
-        both = xr.Dataset({"mean": mean, "stderr": stderr if several else stderr * np.nan})
+        mean, stderr = seed_spread(acc)
+        both = xr.Dataset({"mean": mean, "stderr": stderr})
         for label, part in other_combinations(both, [d for d in dims if d != "sigma"]):
             part = part.transpose("sigma", "sigma_test")
             labels = [f"{v:g}" for v in part.sigma.values]

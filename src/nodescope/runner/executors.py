@@ -68,7 +68,7 @@ def _distributed():
     return distributed
 
 
-def connect(scheduler: str | None, workers: int | None):
+def connect(scheduler: str | None, workers: int):
     """A Client of the cluster at `scheduler`, or of a new local cluster of `workers`
     single-threaded worker processes."""
     distributed = _distributed()
@@ -86,7 +86,7 @@ def connect(scheduler: str | None, workers: int | None):
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # see restore_malloc_thresholds
     dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
     cluster = distributed.LocalCluster(
-        n_workers=workers or os.cpu_count() or 1,
+        n_workers=workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",

@@ -89,7 +89,7 @@ COORDINATE_ATTRS = {
 
 def describe_coordinates(ds: xr.Dataset, spec: Spec) -> None:
     """long_name, units and description on every coordinate; sweep coordinates name the
-    spec path they sweep."""
+    spec path they sweep (also as the attribute `spec_path`)."""
     paths = {}
     for axis in sweep_axes(spec):
         for path in axis.paths:
@@ -102,6 +102,8 @@ def describe_coordinates(ds: xr.Dataset, spec: Spec) -> None:
             attrs = COORDINATE_ATTRS.get(name, (name, "1", f"index along {name}"))
         long_name, units, description = attrs
         ds[name].attrs.update(long_name=long_name, units=units, description=description)
+        if name in paths:
+            ds[name].attrs["spec_path"] = paths[name]
 
 
 def write_atomic(ds: xr.Dataset, path: Path) -> None:
