@@ -63,7 +63,7 @@ def curves_figure(ds: xr.Dataset):
     dims = [d for d in json.loads(ds.attrs.get("sweep_dims", "[]")) if d in ds.dims]
     scales = scale_dims(ds, dims)
     lines = [d for d in dims if d not in scales and d != "seed"]
-    blocks = list(other_combinations(ds[["loss", "accuracy"]], scales)) if scales else [("", ds)]
+    blocks = list(other_combinations(ds[["loss", "accuracy"]], scales))
     n_split = ds.sizes["split"]
     fig, axes = plt.subplots(
         2 * len(blocks),
