@@ -32,8 +32,11 @@ def peak_rss_mb(samples: int, width: int, chunk: int, queue) -> None:
     from nodescope.spec import plan
     from nodescope.spec.load import validate_dict
 
-    spec = {**BASE, "data": {**BASE["data"], "test_size": samples},
-            "model": {**BASE["model"], "width": width}}  # fmt: skip
+    spec = {
+        **BASE,
+        "data": {**BASE["data"], "test_size": samples},
+        "model": {**BASE["model"], "width": width},
+    }
     group = plan(validate_dict(spec, "bench"))[0]
     specs = [m.spec for m in group.members]
     data = build_group_data(specs, torch.device("cpu"))
@@ -48,8 +51,7 @@ def peak_rss_mb(samples: int, width: int, chunk: int, queue) -> None:
 
 def measure(samples: int, width: int, chunk: int) -> float:
     queue = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=peak_rss_mb,
-                                           args=(samples, width, chunk, queue))  # fmt: skip
+    proc = mp.get_context("spawn").Process(target=peak_rss_mb, args=(samples, width, chunk, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -63,8 +65,10 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, nargs="+", default=[1024, 4096])
     args = ap.parse_args()
     base = measure(args.samples, args.width, args.samples)
-    print(f"eval pass over {args.samples} samples, 4 members, 2 layers x {args.width}, "
-          "sample_sets probe with churn and node cost")  # fmt: skip
+    print(
+        f"eval pass over {args.samples} samples, 4 members, 2 layers x {args.width}, "
+        "sample_sets probe with churn and node cost"
+    )
     print(f"whole split at once: +{base:.0f} MB peak RSS")
     for chunk in args.chunks:
         mb = measure(args.samples, args.width, chunk)

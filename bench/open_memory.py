@@ -53,16 +53,23 @@ def write_grid(run_dir: Path) -> None:
             "activation_fraction": variable((*node, "label"), per_node(C), "f", "1", ""),
             "node_cost": variable((*node, "label"), per_node(C), "c", "1", ""),
         }
-        for name in ("predictability", "informativeness", "dead", "always_active",
-                     "entered", "left"):  # fmt: skip
+        for name in (
+            "predictability",
+            "informativeness",
+            "dead",
+            "always_active",
+            "entered",
+            "left",
+        ):
             variables[name] = variable(node, per_node(), name, "1", "")
         for name in ("final_loss", "final_accuracy"):
             variables[name] = variable(("member", "split"), rng.random((E, 3)), name, "1", "")
             variables[name] = variables[name].assign_coords(split=["train", "val", "test"])
         variables["stop_epoch"] = variable(("member",), np.full(E, np.nan), "s", "epoch", "")
         variables["wall_time"] = variable(("member",), np.ones(E), "w", "s", "")
-        run = GroupRun(variables, steps, group.spec.steps_per_epoch(), widths,
-                       [str(c) for c in range(C)], 1.0)  # fmt: skip
+        run = GroupRun(
+            variables, steps, group.spec.steps_per_epoch(), widths, [str(c) for c in range(C)], 1.0
+        )
         write_atomic(group_dataset(spec, group, run, "cpu"), group_path(run_dir, group))
 
 
@@ -113,10 +120,14 @@ def main() -> None:
     print(f"sample-set grid: 54 members, 18 group files, {size:.0f} MB on disk")
     eager_mb, eager_s, eager_bytes = measure(run_dir, "eager")
     lazy_mb, lazy_s, lazy_bytes = measure(run_dir, "lazy")
-    print(f"eager open + load:      +{eager_mb:.0f} MB peak RSS, {eager_s:.1f} s "
-          f"(activation_fraction alone {eager_bytes:.0f} MB)")  # fmt: skip
-    print(f"lazy open + selection:  +{lazy_mb:.0f} MB peak RSS, {lazy_s:.1f} s "
-          f"(selection {lazy_bytes:.1f} MB)")  # fmt: skip
+    print(
+        f"eager open + load:      +{eager_mb:.0f} MB peak RSS, {eager_s:.1f} s "
+        f"(activation_fraction alone {eager_bytes:.0f} MB)"
+    )
+    print(
+        f"lazy open + selection:  +{lazy_mb:.0f} MB peak RSS, {lazy_s:.1f} s "
+        f"(selection {lazy_bytes:.1f} MB)"
+    )
     print(f"ratio lazy / eager: {lazy_mb / eager_mb:.3f}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,6 +90,75 @@ def test_a_flipped_byte_is_named_and_the_group_redone(tiny, tmp_path, capsys):
     assert main(["run", str(spec), "--out", str(out)]) == 0
     assert "already stored" not in capsys.readouterr().out
     xr.testing.assert_equal(nodescope.open(out).activation_fraction.load(), before)
+
+
+def read_only_prefix(folder: Path) -> list[str] | None:
+    """A command prefix under which `folder` cannot be written, or None where none works.
+
+    Root ignores file modes, so as root the folder is bind-mounted read-only in a private
+    mount namespace (a read-only share of results, as on a cluster); otherwise its mode is
+    set to r-x.
+    """
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    if not (shutil.which("unshare") and shutil.which("mount")):
+        return None
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    prefix = ["unshare", "--mount", "sh", "-c", script, "sh", str(folder)]
+    probe = subprocess.run([*prefix, "touch", str(folder / "probe")], capture_output=True)
+    return prefix if probe.returncode != 0 and not (folder / "probe").exists() else None
+
+
+def test_a_read_only_folder_is_one_line_and_its_results_stay_readable(tiny, tmp_path, capsys):
+    tiny["sweep"] = {"model.width": [8, 16]}
+    spec = write_spec(tmp_path, tiny)
+    shared = tmp_path / "shared"
+    run = shared / "run"
+    assert main(["run", str(spec), "--out", str(run)]) == 0
+    for unfinished in run.glob("group-001.nc*"):  # as if the run had stopped after group 0
+        unfinished.unlink()
+    stored = {p.name: p.read_bytes() for p in run.iterdir()}
+    prefix = read_only_prefix(shared)
+    if prefix is None:
+        pytest.skip("no way to make a folder read-only for this user")
+
+    def nodescope_cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [*prefix, sys.executable, "-m", "nodescope", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    try:
+        for args, fix in [
+            (("run", str(spec), "--out", str(run)), "--out DIR"),
+            (("run", str(spec), "--out", str(run), "--fresh"), "--out DIR"),
+            (("run", str(spec), "--out", str(shared / "new")), "--out DIR"),
+            (("plot", str(run)), "--out DIR"),
+            (("probe", str(run), "--add", "sample_sets"), "--out DIR"),
+        ]:
+            done = nodescope_cli(*args)
+            assert done.returncode == 2, (args, done.stderr)
+            assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+            assert fix in done.stderr and str(shared) in done.stderr, done.stderr
+        report = nodescope_cli("report", str(run))
+        assert report.returncode == 0 and "width" in report.stdout, report.stderr
+        opened = subprocess.run(
+            [
+                *prefix,
+                sys.executable,
+                "-c",
+                f"import nodescope; print(nodescope.open({str(run)!r}).width.values.tolist())",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert opened.returncode == 0 and opened.stdout.strip() == "[8]", opened.stderr
+    finally:
+        shared.chmod(0o755)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == stored
+    assert main(["run", str(spec), "--out", str(run)]) == 0
+    assert len(list(run.glob("group-*.nc"))) == 2
+    assert "1 already stored" in capsys.readouterr().out
 
 
 def test_a_full_disk_loses_no_finished_group(tiny, tmp_path, capsys, monkeypatch):
@@ -181,3 +251,20 @@ def test_diverged_members_are_recorded_and_the_rest_trains_unchanged(tiny, tmp_p
     np.testing.assert_allclose(
         good.activation_fraction.values, ref.activation_fraction.values, equal_nan=True
     )
+
+
+def test_a_full_disk_from_the_start_is_one_line_naming_the_file(
+    tiny, tmp_path, capsys, monkeypatch
+):
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err, err
+    assert str(out / "spec.toml") in err.replace("\n", "")
+    assert not (out / LOCK_NAME).exists()

@@ -286,6 +286,12 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _print_error(message: str) -> int:
+    for line in message.splitlines():
+        err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -295,13 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        err_console.print("interrupted: nothing half-written was left behind; files already "
-                          "stored are kept")  # fmt: skip
+        interrupted = "interrupted: nothing half-written was left behind; files already stored"
+        err_console.print(f"{interrupted} are kept")
         return 130
     except UserError as exc:
-        for line in str(exc).splitlines():
-            err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        return 2
+        return _print_error(str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not a file-system fault: a bug worth its traceback
+            raise
+        return _print_error(f"{exc.filename}: {exc.strerror or exc}")
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

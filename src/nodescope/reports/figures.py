@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..errors import UserError
+from ..results.integrity import make_folder
 from .activation_gap_figures import (
     gap_products_figure,
     gap_ratios_figure,
@@ -186,7 +188,7 @@ def _figure_parts(name: str, ds: xr.Dataset):
 def write_figures(ds: xr.Dataset, out: Path) -> list[Path]:
     """Every figure the Dataset has data for, as PNG and PDF in `out`."""
     plt = pyplot()
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "choose a writable figure folder with --out DIR")
     written = []
     for name, (make, available) in FIGURES.items():
         if not available(ds):
@@ -195,7 +197,10 @@ def write_figures(ds: xr.Dataset, out: Path) -> list[Path]:
             fig = make(part)
             for ext in ("png", "pdf"):
                 path = out / f"{file_name}.{ext}"
-                fig.savefig(path, dpi=120)
+                try:
+                    fig.savefig(path, dpi=120)
+                except OSError as exc:
+                    raise UserError(f"cannot write {path} ({exc.strerror or exc})") from None
                 written.append(path)
             plt.close(fig)
     return written

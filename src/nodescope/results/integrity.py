@@ -24,6 +24,14 @@ from .provenance import cached_sha256
 LOCK_NAME = ".nodescope.lock"
 
 
+def make_folder(folder: Path, fix: str) -> None:
+    """Create `folder` (and its parents), or end in one line naming it, the cause and `fix`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {folder} ({exc.strerror or exc}); {fix}") from None
+
+
 def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
@@ -110,7 +118,7 @@ class FolderLock:
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
 
     def __enter__(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "choose a writable results folder with --out DIR")
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -119,8 +127,8 @@ class FolderLock:
                 continue
             except OSError as exc:
                 raise UserError(
-                    f"cannot create {self.path} ({exc.strerror or exc}); check that the "
-                    "results folder is writable"
+                    f"cannot create {self.path} ({exc.strerror or exc}); choose a writable "
+                    "results folder with --out DIR"
                 ) from None
             with os.fdopen(fd, "w") as handle:
                 json.dump(self.owner, handle)
