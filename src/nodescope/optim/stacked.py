@@ -60,6 +60,12 @@ class StackedOptimiser:
         self.beta2 = _per_member([s.optimiser.betas[1] for s in specs], like)
         self.eps = _per_member([s.optimiser.eps for s in specs], like)
         self.t = torch.zeros_like(self.lr)
+        self._same_steps = True  # every member has taken every step: t is one number
+        self._unbound: dict[tuple[str, int], tuple[torch.Tensor, ...]] = {}
+        self._member_sets: dict[tuple, list[int]] = {}
+        for e, s in enumerate(specs):
+            o = s.optimiser
+            self._member_sets.setdefault((o.lr, o.momentum, *o.betas, o.eps), []).append(e)
         self.state = [
             {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
             if self.base == "adam"
@@ -75,13 +81,11 @@ class StackedOptimiser:
     def step(self, lr_scale: float = 1.0, active: torch.Tensor | None = None) -> None:
         """One update; `lr_scale` is the schedule's factor, `active` (E,) bool or None."""
         self.t = self.t + 1 if active is None else torch.where(active, self.t + 1, self.t)
+        self._same_steps &= active is None
+        if self._same_steps and self.name in ("adam", "sgd"):
+            self._fused_step(lr_scale)
+            return
         lr = self.lr * lr_scale
-        if active is None and self.name == "adam":
-            self._adam_step(lr)
-            return
-        if active is None and self.name == "sgd":
-            self._sgd_step(lr)
-            return
         for (p, kind), state in zip(self.params, self.state, strict=True):
             if p.grad is None:
                 continue
@@ -109,31 +113,67 @@ class StackedOptimiser:
             new = _layca_update(p, s, lr_p) if layca else p - lr_p * s
             p.copy_(_masked(keep, new, p))
 
-    def _adam_step(self, lr: torch.Tensor) -> None:
-        """torch's Adam for every member at once, in place: the same arithmetic in the same
-        order as the general loop of `step` (so the same bits), with the per-member bias
-        corrections computed once per step instead of once per parameter."""
-        t = self.t.clamp(min=1)
-        keep1, keep2 = 1 - self.beta1, 1 - self.beta2
-        fix1, fix2 = 1 - self.beta1**t, 1 - self.beta2**t
-        for (p, _), state in zip(self.params, self.state, strict=True):
-            if p.grad is None:
-                continue
-            g = p.grad
-            m, v = state["m"], state["v"]
-            m.mul_(_expand(self.beta1, p)).add_(_expand(keep1, p) * g)
-            v.mul_(_expand(self.beta2, p)).add_(_expand(keep2, p) * g * g)
-            s = (m / _expand(fix1, p)) / ((v / _expand(fix2, p)).sqrt_().add_(_expand(self.eps, p)))
-            p.sub_(_expand(lr, p) * s)
+    def load(self, saved: dict) -> None:
+        """Continue from `{"t": ..., "state": ...}` as saved by a training state."""
+        self.t, self.state = saved["t"], saved["state"]
+        self._unbound.clear()
+        self._same_steps = bool((self.t == self.t[0]).all())
 
-    def _sgd_step(self, lr: torch.Tensor) -> None:
-        """SGD with momentum for every member at once, in place; the same bits as the
-        general loop of `step`."""
-        for (p, _), state in zip(self.params, self.state, strict=True):
-            if p.grad is None:
-                continue
-            b = state["b"].mul_(_expand(self.momentum, p)).add_(p.grad)
-            p.sub_(_expand(lr, p) * b)
+    def _member_slices(self, kind: str, i: int, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The members' views of a parameter or state tensor (updated in place, so the
+        views stay valid), made once."""
+        key = (kind, i)
+        if key not in self._unbound:
+            self._unbound[key] = tensor.unbind(0)
+        return self._unbound[key]
+
+    def _fused_step(self, lr_scale: float) -> None:
+        """torch's own fused Adam or SGD kernel (`torch.optim.Adam(fused=True)`), once per
+        set of members sharing hyperparameters, on each member's own slices: per member
+        this is exactly torch's update. Whole stacked tensors would be one call too, but
+        the kernel's vector loop and its scalar tail round differently (FMA), so a member's
+        bits would then depend on where its slice starts, i.e. on what it is stacked with."""
+        at = [i for i, (p, _) in enumerate(self.params) if p.grad is not None]
+        ps = [self._member_slices("p", i, self.params[i][0]) for i in at]
+        gs = [self.params[i][0].grad.unbind(0) for i in at]  # a new tensor every step
+        names = ("m", "v") if self.base == "adam" else ("b",)
+        state = {k: [self._member_slices(k, i, self.state[i][k]) for i in at] for k in names}
+        for (lr, momentum, beta1, beta2, eps), members in self._member_sets.items():
+
+            def pick(slices: list[tuple[torch.Tensor, ...]], members=members) -> list[torch.Tensor]:
+                return [per_member[e] for per_member in slices for e in members]
+
+            if self.base == "adam":
+                step = self.t[members[0]].to(torch.float32)  # as torch keeps it for fused
+                torch._fused_adam_(
+                    pick(ps),
+                    pick(gs),
+                    pick(state["m"]),
+                    pick(state["v"]),
+                    [],
+                    [step] * len(pick(ps)),
+                    lr=lr * lr_scale,
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=0.0,
+                    eps=eps,
+                    amsgrad=False,
+                    maximize=False,
+                )
+            else:
+                bs = pick(state["b"]) if momentum else []
+                torch._fused_sgd_(
+                    pick(ps),
+                    pick(gs),
+                    bs,
+                    weight_decay=0.0,
+                    momentum=momentum,
+                    lr=lr * lr_scale,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    is_first_step=False,
+                )
 
 
 def _masked(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:

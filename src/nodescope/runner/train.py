@@ -197,7 +197,7 @@ def training_state(model, opt, orders, rules, probes, snapshots) -> dict:
 def restore_training(saved: dict, model, opt, orders, rules, probes, snapshots) -> None:
     model.load_state_dict(saved["model"])
     model.frozen = saved["frozen"]
-    opt.t, opt.state = saved["optimiser"]["t"], saved["optimiser"]["state"]
+    opt.load(saved["optimiser"])
     for g, order_state in zip(orders, saved["orders"], strict=True):
         g.set_state(order_state.cpu())
     vars(rules).update(saved["rules"])
