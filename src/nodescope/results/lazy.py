@@ -15,8 +15,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -75,6 +73,9 @@ def open_lazy(path: str | Path, found: dict | None = None, sizes: dict | None = 
     """The file's Dataset with eager coordinates and dask-backed data variables; the
     dimensions in PADDED are padded to `sizes` (NaN; 0 for integer coordinates).
     `found` is the file's read_layout, when already read."""
+    import dask  # here: a run that only writes should not pay dask's import
+    import dask.array as da
+
     path = str(path)
     token = f"{path}-{Path(path).stat().st_mtime_ns}"
     found = found or read_layout(path)
