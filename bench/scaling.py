@@ -1,8 +1,10 @@
 """How nodescope's cost scales, measured in one process on MNIST:
 
 1. time per member as the stacked group grows (E = 1, 2, 4, 8, 16, 32), widths 20 and 80;
-2. probe overhead: the sample-set probes at 20 and 50 checkpoints against none;
-3. achieved training FLOP/s of a depth-8, width-320 group against a large matmul.
+2. probe overhead: the sample-set probes at 20 and 50 checkpoints in one short epoch, and
+   at the paper's density (a checkpoint every 4 epochs of 48,000), against none;
+3. achieved training FLOP/s of a depth-8, width-320 group against a large matmul (one
+   epoch of training alone: a 2-epoch run minus a 1-epoch run).
 
 Run (needs `nodescope fetch mnist`):
 
@@ -24,14 +26,25 @@ from nodescope.spec.load import validate_dict
 from nodescope.spec.size import parameters_per_member
 
 
-def spec(members: int, depth: int, width: int, train_size: int, probes: dict, ck: int) -> dict:
-    checkpoints = {"log": {"start": 0.01, "stop": 1, "num": ck}} if ck else {"initial": False}
+def log_checkpoints(n: int) -> dict:
+    return {"log": {"start": 0.01, "stop": 1, "num": n}} if n else {"initial": False}
+
+
+def spec(
+    members: int,
+    depth: int,
+    width: int,
+    train_size: int,
+    probes: dict,
+    checkpoints: dict,
+    epochs: int = 1,
+) -> dict:
     return {
         "experiment": {"name": "bench_scaling"},
         "data": {"name": "mnist", "train_size": train_size, "val_size": 12000},
         "model": {"depth": depth, "width": width, "bias": "first"},
         "optimiser": {"name": "adam", "lr": 0.001},
-        "training": {"loss": "ce", "batch_size": 60, "epochs": 1},
+        "training": {"loss": "ce", "batch_size": 60, "epochs": epochs},
         "checkpoints": checkpoints,
         "probes": {"curves": False, **probes},
         "sweep": {"seed": list(range(members))},
@@ -54,43 +67,71 @@ def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+def per_member(n: int, members: list[int]) -> None:
+    print("1. time per member, training only (no checkpoints):")
+    for width in (20, 80):
+        row = [seconds(spec(e, 1, width, n, {}, log_checkpoints(0))) / e for e in members]
+        cells = "  ".join(f"E={e}: {t:.3f} s" for e, t in zip(members, row, strict=True))
+        print(f"   width {width:3d}: {cells}")
+
+
+def probe_overhead(n: int, epochs: int) -> None:
+    print("2. probe overhead, 8 members of 1x80, sample sets on the 12,000 validation samples:")
+    base = seconds(spec(8, 1, 80, n, {}, log_checkpoints(0)))
+    probes = {"sample_sets": {"split": "val", "churn": False, "node_cost": False}}
+    for ck in (20, 50):
+        with_probes = seconds(spec(8, 1, 80, n, probes, log_checkpoints(ck)))
+        extra = (with_probes / base - 1) * 100
+        timing = f"{with_probes:.2f} s, {base:.2f} s without (+{extra:.0f}%)"
+        print(f"   {ck} checkpoints in 1 epoch: {timing}")
+    # specs/sample_sets.toml: 50 checkpoints in 200 epochs of 48,000, one per 4 epochs
+    paper = {"every": 4, "initial": False}
+    base = seconds(spec(8, 1, 80, 48000, {}, paper, epochs))
+    with_probes = seconds(spec(8, 1, 80, 48000, probes, paper, epochs))
+    extra = (with_probes / base - 1) * 100
+    print(
+        f"   the paper's density (a checkpoint every 4 epochs of 48,000; {epochs} epochs): "
+        f"{with_probes:.1f} s, {base:.1f} s without (+{extra:.1f}%)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-size", type=int, default=12000, help="training samples (1 epoch)")
     ap.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    ap.add_argument("--paper-epochs", type=int, default=8, help="epochs at the paper's density")
+    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3])
     args = ap.parse_args()
     n = args.train_size
     machine = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, {threads}")
     print(f"threads; MNIST, Adam, batch 60, one epoch of {n} training samples")
-    seconds(spec(1, 1, 20, 600, {}, 0))  # warm-up: data cache, allocator
+    seconds(spec(1, 1, 20, 600, {}, log_checkpoints(0)))  # warm-up: data cache, allocator
 
-    print("1. time per member, training only (no checkpoints):")
-    for width in (20, 80):
-        row = []
-        for e in args.members:
-            row.append(seconds(spec(e, 1, width, n, {}, 0)) / e)
-        cells = "  ".join(f"E={e}: {t:.3f} s" for e, t in zip(args.members, row, strict=True))
-        print(f"   width {width:3d}: {cells}")
+    if 1 in args.sections:
+        per_member(n, args.members)
+    if 2 in args.sections:
+        probe_overhead(n, args.paper_epochs)
 
-    print("2. probe overhead, 8 members of 1x80, sample sets on the 12,000 validation samples:")
-    base = seconds(spec(8, 1, 80, n, {}, 0))
-    probes = {"sample_sets": {"split": "val", "churn": False, "node_cost": False}}
-    for ck in (20, 50):
-        with_probes = seconds(spec(8, 1, 80, n, probes, ck))
-        extra = (with_probes / base - 1) * 100
-        print(f"   {ck} checkpoints: {with_probes:.2f} s, {base:.2f} s without (+{extra:.0f}%)")
+    if 3 in args.sections:
+        flops_against_ceiling(n)
 
+
+def flops_against_ceiling(n: int) -> None:
+    """Training FLOP/s of 4 members of 8x320: the difference between a 2-epoch and a
+    1-epoch run is one epoch of training alone (data building and the final evaluation of
+    every split cancel)."""
     print("3. training FLOP/s, 4 members of 8x320 against a 2048^3 matmul:")
-    d = spec(4, 8, 320, n, {}, 0)
-    weights = parameters_per_member(validate_dict(d, "bench"))  # biases are a rounding error
-    t = seconds(d)
+    one, two = (spec(4, 8, 320, n, {}, log_checkpoints(0), epochs) for epochs in (1, 2))
+    weights = parameters_per_member(validate_dict(one, "bench"))  # biases are a rounding error
+    t = seconds(two) - seconds(one)
     steps = -(-n // 60)
     flops = 6 * 60 * weights * 4 * steps  # forward 2 B P, backward about twice that
     ceiling = matmul_ceiling()
     share = flops / t / ceiling * 100
-    print(f"   {flops / t / 1e9:.1f} GFLOP/s, ceiling {ceiling / 1e9:.1f} GFLOP/s ({share:.0f}%)")
+    rate = f"{flops / t / 1e9:.1f} GFLOP/s, ceiling {ceiling / 1e9:.1f} GFLOP/s"
+    print(f"   one epoch of training: {t:.2f} s, {rate} ({share:.0f}%)")
 
 
 if __name__ == "__main__":
