@@ -250,6 +250,8 @@ def test_stopped_member_curves_match_alone():
     assert np.isfinite(stacked.variables["stop_epoch"].values[0])
     assert np.isnan(stacked.variables["stop_epoch"].values[1])
     assert_same_run(stacked, 0, alone(group.members[0].spec))
+    # the member that trains on after the other stopped (masked optimiser steps)
+    assert_same_run(stacked, 1, alone(group.members[1].spec))
 
 
 def test_stopped_member_final_metrics_match_alone():

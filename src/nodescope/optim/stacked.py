@@ -60,7 +60,6 @@ class StackedOptimiser:
         self.beta2 = _per_member([s.optimiser.betas[1] for s in specs], like)
         self.eps = _per_member([s.optimiser.eps for s in specs], like)
         self.t = torch.zeros_like(self.lr)
-        self._same_steps = True  # every member has taken every step: t is one number
         self._unbound: dict[tuple[str, int], tuple[torch.Tensor, ...]] = {}
         self._member_sets: dict[tuple, list[int]] = {}
         for e, s in enumerate(specs):
@@ -78,12 +77,19 @@ class StackedOptimiser:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr_scale: float = 1.0, active: torch.Tensor | None = None) -> None:
-        """One update; `lr_scale` is the schedule's factor, `active` (E,) bool or None."""
+    def step(
+        self,
+        lr_scale: float = 1.0,
+        active: torch.Tensor | None = None,
+        active_members: list[int] | None = None,
+    ) -> None:
+        """One update; `lr_scale` is the schedule's factor, `active` (E,) bool or None (all
+        active). `active_members`, the indices where `active` is true, known on the host,
+        lets Adam and SGD use torch's fused kernels on those members alone."""
         self.t = self.t + 1 if active is None else torch.where(active, self.t + 1, self.t)
-        self._same_steps &= active is None
-        if self._same_steps and self.name in ("adam", "sgd"):
-            self._fused_step(lr_scale)
+        if self.name in ("adam", "sgd") and (active is None or active_members is not None):
+            # members stop for good, so every active member has taken every step: one t
+            self._fused_step(lr_scale, range(len(self.t)) if active is None else active_members)
             return
         lr = self.lr * lr_scale
         for (p, kind), state in zip(self.params, self.state, strict=True):
@@ -117,7 +123,6 @@ class StackedOptimiser:
         """Continue from `{"t": ..., "state": ...}` as saved by a training state."""
         self.t, self.state = saved["t"], saved["state"]
         self._unbound.clear()
-        self._same_steps = bool((self.t == self.t[0]).all())
 
     def _member_slices(self, kind: str, i: int, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The members' views of a parameter or state tensor (updated in place, so the
@@ -127,7 +132,7 @@ class StackedOptimiser:
             self._unbound[key] = tensor.unbind(0)
         return self._unbound[key]
 
-    def _fused_step(self, lr_scale: float) -> None:
+    def _fused_step(self, lr_scale: float, active_members) -> None:
         """torch's own fused Adam or SGD kernel (`torch.optim.Adam(fused=True)`), once per
         set of members sharing hyperparameters, on each member's own slices: per member
         this is exactly torch's update. Whole stacked tensors would be one call too, but
@@ -138,7 +143,11 @@ class StackedOptimiser:
         gs = [self.params[i][0].grad.unbind(0) for i in at]  # a new tensor every step
         names = ("m", "v") if self.base == "adam" else ("b",)
         state = {k: [self._member_slices(k, i, self.state[i][k]) for i in at] for k in names}
-        for (lr, momentum, beta1, beta2, eps), members in self._member_sets.items():
+        active = set(active_members)
+        for (lr, momentum, beta1, beta2, eps), same in self._member_sets.items():
+            members = [e for e in same if e in active]
+            if not members:
+                continue
 
             def pick(slices: list[tuple[torch.Tensor, ...]], members=members) -> list[torch.Tensor]:
                 return [per_member[e] for per_member in slices for e in members]

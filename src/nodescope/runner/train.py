@@ -159,9 +159,13 @@ class StopRules:
 
     @property
     def mask(self) -> torch.Tensor | None:
-        """The active mask for the optimiser; None (all active) when no member stopped."""
-        stopping = self.until is not None or self.early or not np.isnan(self.diverged_epoch).all()
-        return self.active if stopping else None
+        """The active mask for the optimiser; None (all active) while no member stopped."""
+        return None if len(self.active_members) == len(self.stop_epoch) else self.active
+
+    @property
+    def active_members(self) -> list[int]:
+        """The members still training, from the host's record of stops (no device sync)."""
+        return np.flatnonzero(np.isnan(self.stop_epoch) & np.isnan(self.diverged_epoch)).tolist()
 
     def _stop(self, done: torch.Tensor, epoch: int) -> None:
         self.stop_epoch[done.cpu().numpy()] = epoch
@@ -283,7 +287,11 @@ def train_group(
                 seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], rules.mask)
                 for probe in step_probes:
                     probe.on_train_step(seen)
-            opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), rules.mask)
+            opt.step(
+                _lr_scale(sched.milestones, sched.factor, step / spe),
+                rules.mask,
+                rules.active_members,
+            )
             step += 1
             if step in ck_of:
                 checkpoint(step)
