@@ -17,7 +17,8 @@ process (best of --repeat, taken in turn) and as a fresh process with its import
 running one baseline. Run:
 
     python bench/baselines.py                 # the two slices of the performance issue
-    python bench/baselines.py --seeds 9 --depth 1 --width 20 --epochs 2
+    python bench/baselines.py --seeds 9 --depth 1 --width 20 --epochs 2 [--loss mse]
+    python bench/baselines.py --larger --epochs 3  # both losses, widths 20 and 80
 
 Needs MNIST (`nodescope fetch mnist`).
 """
@@ -51,7 +52,13 @@ PROBES = ("activation_fraction", "predictability", "informativeness")
 
 
 def slice_spec(
-    seeds: int, depth: int, width: int, epochs: int, checkpoints: int = 20, dtype="float32"
+    seeds: int,
+    depth: int,
+    width: int,
+    epochs: int,
+    checkpoints: int = 20,
+    dtype="float32",
+    loss: str = "ce",
 ) -> dict:
     """The sample-set slice: MNIST, Adam, batch 60, log-spaced checkpoints."""
     return {
@@ -59,7 +66,7 @@ def slice_spec(
         "data": {"name": "mnist", "val_size": 12000},
         "model": {"depth": depth, "width": width, "bias": "first"},
         "optimiser": {"name": "adam", "lr": 0.001},
-        "training": {"loss": "ce", "batch_size": 60, "epochs": epochs, "dtype": dtype},
+        "training": {"loss": loss, "batch_size": 60, "epochs": epochs, "dtype": dtype},
         "checkpoints": {"log": {"start": 0.01, "stop": epochs, "num": checkpoints}},
         "probes": {
             "curves": False,  # the baselines compute only the sample-set probes
@@ -92,6 +99,13 @@ def _probe_values(on_counts: torch.Tensor, class_counts: torch.Tensor) -> dict:
         "predictability": predictability(on_counts, class_counts),
         "informativeness": informativeness(on_counts, class_counts),
     }
+
+
+def batch_loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """The mean loss of a batch, as one would write it with torch (ce or mse on one-hot)."""
+    if kind == "ce":
+        return nn.functional.cross_entropy(out, y)
+    return nn.functional.mse_loss(out, nn.functional.one_hot(y, out.shape[-1]).to(out.dtype))
 
 
 def run_nodescope(group, device) -> dict:
@@ -152,7 +166,7 @@ def _naive_member(model, spec, order, data, group, device, chunk) -> list:
             sampler=sampler,
         )
         for x, y in loader:
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = batch_loss(model(x), y, group.spec.training.loss)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -171,6 +185,7 @@ def run_vmap(group, device, chunk: int = 4096) -> dict:
     x_val, y_val = val.inputs(torch.arange(val.size, device=device)), val.labels
     n_classes, steps = data.n_classes, checkpoint_steps(group.spec)
     batch, epochs = group.spec.batch_size(), group.spec.training.epochs
+    loss = group.spec.training.loss
     class_counts = torch.bincount(y_val, minlength=n_classes)
     models = [member_sequential(stacked, e) for e in range(len(specs))]
     params, buffers = stack_module_state(models)
@@ -178,8 +193,14 @@ def run_vmap(group, device, chunk: int = 4096) -> dict:
     opt = torch.optim.Adam(params.values(), lr=specs[0].optimiser.lr)
     relu_at = [i for i, m in enumerate(models[0]) if isinstance(m, nn.ReLU)]
 
-    def loss_one(p, b, x, y):
-        return nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
+    # one-hot targets made outside vmap (one_hot inspects values, which vmap cannot batch)
+    fit = y_train if loss == "ce" else nn.functional.one_hot(y_train, n_classes).to(x_train.dtype)
+
+    def loss_one(p, b, x, t):
+        out = functional_call(base, (p, b), (x,))
+        return (
+            nn.functional.cross_entropy(out, t) if loss == "ce" else nn.functional.mse_loss(out, t)
+        )
 
     def hidden_one(p, b, x):
         outs, h = [], x
@@ -210,7 +231,7 @@ def run_vmap(group, device, chunk: int = 4096) -> dict:
         perm = torch.stack([torch.randperm(train.size, generator=g) for g in orders]).to(device)
         for start in range(0, train.size, batch):
             index = perm[:, start : start + batch]
-            grads = grad_all(params, buffers, x_train[index], y_train[index])
+            grads = grad_all(params, buffers, x_train[index], fit[index])
             for name, p in params.items():
                 p.grad = grads[name]
             opt.step()
@@ -289,6 +310,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int)
     ap.add_argument("--width", type=int)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--loss", choices=["ce", "mse"], default="ce")
+    ap.add_argument("--larger", action="store_true", help="3 seeds x 2x{20,80} x {ce,mse}")
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", choices=list(IMPLEMENTATIONS), help=argparse.SUPPRESS)
@@ -298,15 +321,17 @@ def main() -> None:
     if args.only:  # a child process of whole_process
         IMPLEMENTATIONS[args.only](group_of(read_toml(Path(args.spec))[0]), device)
         return
-    slices = [(9, 1, 20), (3, 4, 80)]
+    slices = [(9, 1, 20, "ce"), (3, 4, 80, "ce")]
+    if args.larger:  # a larger slice of the sample-set grid: both losses, widths 20 and 80
+        slices = [(3, 2, w, loss) for loss in ("ce", "mse") for w in (20, 80)]
     if args.seeds:
-        slices = [(args.seeds, args.depth or 1, args.width or 20)]
+        slices = [(args.seeds, args.depth or 1, args.width or 20, args.loss)]
     machine = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, {device}")
     print(f"torch threads: {threads}; best of {args.repeat}")
-    for seeds, depth, width in slices:
-        spec = slice_spec(seeds, depth, width, args.epochs)
+    for seeds, depth, width, loss in slices:
+        spec = slice_spec(seeds, depth, width, args.epochs, loss=loss)
         times, values = best_in_process(group_of(spec), device, args.repeat)
         ns = values["nodescope"]
         # float32 rounding (bmm vs matmul) drifts over 1,600 steps: a few samples flip
@@ -316,7 +341,7 @@ def main() -> None:
             for k in PROBES
         )
         whole = {name: whole_process(name, spec, device, args.repeat) for name in IMPLEMENTATIONS}
-        print(f"{seeds} seeds x {depth}x{width}, {args.epochs} epochs:")
+        print(f"{seeds} seeds x {depth}x{width}, {loss}, {args.epochs} epochs:")
         print("               in process (data, training, probes)   whole process (imports too)")
         for name in ("naive", "vmap", "nodescope"):
             print(f"  {name:<10} {times[name]:9.1f} s {'':27} {whole[name]:9.1f} s")

@@ -12,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 import baselines  # noqa: E402
 
 
-@pytest.mark.parametrize("depth", [1, 2])
-def test_naive_and_vmap_baselines_compute_nodescopes_probe_values(tiny, depth, one_thread):
+@pytest.mark.parametrize("depth, loss", [(1, "ce"), (2, "ce"), (2, "mse")])
+def test_naive_and_vmap_baselines_compute_nodescopes_probe_values(tiny, depth, loss, one_thread):
     tiny["model"] = {"depth": depth, "width": [7, 5][:depth], "bias": "first"}
     tiny["optimiser"] = {"name": "adam", "lr": 0.01}
-    tiny["training"] = {"loss": "ce", "batch_size": 32, "epochs": 2}
+    tiny["training"] = {"loss": loss, "batch_size": 32, "epochs": 2}
     tiny["probes"] = {
         "curves": False,
         "sample_sets": {"split": "val", "churn": False, "node_cost": False},
