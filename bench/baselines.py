@@ -283,25 +283,47 @@ def best_in_process(group, device, repeat: int) -> tuple[dict, dict]:
     return times, values
 
 
-def whole_process(name: str, spec: dict, device, repeat: int) -> float:
-    """Best wall time of `repeat` fresh processes, imports included: `nodescope run` on the
-    slice's spec for nodescope (storing the results and printing the report, as a user
-    runs it), this script's `--only NAME` for a baseline."""
+# Runs a module or script and writes its peak RSS (VmHWM, kB) to $BENCH_PEAK_FILE at exit.
+# getrusage cannot tell: a forked child's maxrss starts at the parent's size.
+PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def peak():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as out:
+        out.write(kb)
+atexit.register(peak)
+target, sys.argv = sys.argv[1], sys.argv[1:]
+if target.endswith(".py"):
+    runpy.run_path(target, run_name="__main__")
+else:
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
+def whole_process(name: str, spec: dict, device, repeat: int) -> tuple[float, float]:
+    """Best wall time of `repeat` fresh processes, imports included, and their peak
+    resident memory (MB): `nodescope run` on the slice's spec for nodescope (storing the
+    results and printing the report, as a user runs it), this script's `--only NAME` for
+    a baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "slice.toml"
         spec_path.write_text(dump_toml(spec))
         if name == "nodescope":
             out = ["--out", str(Path(tmp) / "run"), "--fresh", "--device", device.type]
-            cmd = [sys.executable, "-m", "nodescope", "run", str(spec_path), *out]
+            args = ["nodescope", "run", str(spec_path), *out]
         else:
-            cmd = [sys.executable, __file__, "--only", name, "--spec", str(spec_path)]
-            cmd += ["--device", device.type]
-        best = float("inf")
+            args = [__file__, "--only", name, "--spec", str(spec_path), "--device", device.type]
+        peak_file = Path(tmp) / "peak"
+        env = {**os.environ, "BENCH_PEAK_FILE": str(peak_file)}
+        best, peak = float("inf"), 0.0
         for _ in range(repeat):
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
+            cmd = [sys.executable, "-c", PEAK_WRAPPER, *args]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
             best = min(best, time.perf_counter() - start)
-    return best
+            peak = max(peak, int(peak_file.read_text()) / 1024)
+    return best, peak
 
 
 def main() -> None:
@@ -340,11 +362,13 @@ def main() -> None:
             for ref in ("vmap", "naive")
             for k in PROBES
         )
-        whole = {name: whole_process(name, spec, device, args.repeat) for name in IMPLEMENTATIONS}
+        runs = {name: whole_process(name, spec, device, args.repeat) for name in IMPLEMENTATIONS}
         print(f"{seeds} seeds x {depth}x{width}, {loss}, {args.epochs} epochs:")
-        print("               in process (data, training, probes)   whole process (imports too)")
+        whole = {name: seconds for name, (seconds, _) in runs.items()}
+        print("             in process (data, training, probes)  whole process, peak RSS")
         for name in ("naive", "vmap", "nodescope"):
-            print(f"  {name:<10} {times[name]:9.1f} s {'':27} {whole[name]:9.1f} s")
+            seconds, peak = runs[name]
+            print(f"  {name:<10} {times[name]:9.1f} s {'':26} {seconds:9.1f} s {peak:8.0f} MB")
         print(f"  largest probe difference of nodescope to either: {gap:.2g}")
         for label, t in (("in process", times), ("whole process", whole)):
             ratio = f"{t['naive'] / t['nodescope']:.2f}x the naive loop"
