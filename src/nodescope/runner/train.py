@@ -270,12 +270,20 @@ def train_group(
             progress(0, total, last_loss, "first checkpoint")
         checkpoint(0)
     model.train()
+    # A full batch holds every sample, so its order changes nothing but float rounding:
+    # every member takes the samples in order, and members that see the same inputs share
+    # one (B, F) block, whose first layer is one GEMM for the whole group.
+    full_batch = batch >= n
+    everything = torch.arange(n, device=device)
     for epoch in range(first_epoch, spec.training.epochs):
-        perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+        if full_batch:
+            perm = everything.expand(len(specs), n)
+        else:
+            perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         epoch_loss = torch.zeros(len(specs), device=device)
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
-            fwd = model(train.inputs(index), keep=watch_steps)
+            fwd = model(train.inputs(everything if full_batch else index), keep=watch_steps)
             loss = per_sample_loss(fwd.out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
             if watch_steps:
