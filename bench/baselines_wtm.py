@@ -63,6 +63,13 @@ PROBES = (
 )
 
 
+def bce(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy from its definition, -t log s(y) - (1-t) log(1 - s(y)),
+    with log-sigmoids: its gradient (1-t) s(y) - t s(-y) keeps its sign where torch's
+    BCE kernel's sigmoid(y) - t rounds to 0 (a saturated output), as the paper's does."""
+    return -(t * F.logsigmoid(logits) + (1 - t) * F.logsigmoid(-logits)).mean()
+
+
 def wtm_spec(
     seeds: int, width: int, epochs: int, checkpoints: int = 12, train_size: int = 5000, **training
 ) -> dict:
@@ -200,7 +207,7 @@ def _naive_member(model, spec, order, data, group, device, probes) -> dict:
             torch.randperm(n, generator=order).tolist(), group.spec.batch_size(), False
         )
         for xb, yb, index in torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None):
-            loss = F.binary_cross_entropy_with_logits(model(xb)[:, 0], yb)
+            loss = bce(model(xb)[:, 0], yb)
             model.zero_grad()
             loss.backward()
             if probes:
@@ -255,7 +262,7 @@ def run_vmap(group, device) -> dict:
 
     def loss(p, x, y):
         logits = forward(p, x)[0]
-        return F.binary_cross_entropy_with_logits(logits, y), logits.detach()
+        return bce(logits, y), logits.detach()
 
     grads_all = vmap(grad(loss, has_aux=True), in_dims=(0, 0, 0))
     preacts_all = vmap(lambda p, x: forward(p, x)[1], in_dims=(0, None))
@@ -283,10 +290,11 @@ def run_vmap(group, device) -> dict:
             index = perm[:, start : start + batch]
             g, logits = grads_all(params, x[index], y[index])
             if probes:
-                # dL/da of the last hidden layer = (sigmoid(y) - t) w_out / B, rounded as
-                # torch's eager BCE kernel does: 0 where t = 1 and sigmoid(y) rounds to 1.
-                # torch.func's decomposed gradient rounds to 0 for t = 0 instead
-                dl_da = (torch.sigmoid(logits) - y[index])[..., None] * params[weights[-1]]
+                # dL/da of the last hidden layer = (sigmoid(y) - t) w_out / B, written
+                # (1 - t) sigmoid(y) - t sigmoid(-y) so that it does not round to 0
+                t = y[index]
+                dl_dy = (1 - t) * torch.sigmoid(logits) - t * torch.sigmoid(-logits)
+                dl_da = dl_dy[..., None] * params[weights[-1]]
                 sign_sums.scatter_add_(1, index[..., None].expand(-1, -1, width), dl_da.sign())
                 counts.scatter_add_(1, index, torch.ones_like(index, dtype=counts.dtype))
             with torch.no_grad():

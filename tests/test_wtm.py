@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import xarray as xr
 
 import nodescope  # noqa: F401  registers ds.ns
@@ -16,6 +17,12 @@ from nodescope.metrics.wtm_probes import NoiseRobustnessProbe
 from nodescope.runner.train import train_group
 from nodescope.spec import plan
 from nodescope.spec.load import validate_dict
+
+
+def bce_by_definition(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """-t log s(y) - (1-t) log(1 - s(y)) with log-sigmoids; its autograd gradient keeps
+    its sign for saturated outputs, where the paper's dL/da is never 0."""
+    return -(t * F.logsigmoid(y) + (1 - t) * F.logsigmoid(-y)).mean()
 
 
 def test_difficulty_on_hand_built_centroids():
@@ -107,16 +114,12 @@ def test_grad_sign_mean_matches_autograd_replay(tiny):
             index = perm[start : start + 32]
             for s in index.tolist():  # each sample's own dL_s/da, before the update
                 fwd = model(data.x[0, s : s + 1], keep=True, grad_acts=True)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                    fwd.out[0, :, 0], data.targets[0, s : s + 1].float()
-                )
+                loss = bce_by_definition(fwd.out[0, :, 0], data.targets[0, s : s + 1].float())
                 (g,) = torch.autograd.grad(loss, fwd.acts[0])
                 sums[s] += torch.sign(g[0, 0]).numpy()
                 counts[s] += 1
             out = model(data.x[0, index]).out
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                out[0, :, 0], data.targets[0, index].float()
-            )
+            loss = bce_by_definition(out[0, :, 0], data.targets[0, index].float())
             model.zero_grad()
             loss.backward()
             with torch.no_grad():
@@ -130,7 +133,7 @@ def test_grad_sign_mean_matches_autograd_replay(tiny):
     assert top.tolist() == torch.argsort(w_out, descending=True, stable=True).tolist()
     with torch.no_grad():
         z = model(data.x[0], keep=True).preacts[0][0][:, top].T
-    np.testing.assert_allclose(v["preactivation_final"].values[0], z.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(v["preactivation_final"].values[0], z.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_noise_robustness_redraws_noise_but_keeps_masks(tiny):
@@ -165,3 +168,27 @@ def test_noise_robustness_accuracy_is_a_fraction_of_the_fresh_set(tiny):
     acc = float(v["accuracy_noise"].values[0, 0])
     assert 0.5 < acc <= 1.0
     assert acc * 60 == pytest.approx(round(acc * 60))
+
+
+def test_bce_gradient_of_saturated_outputs_keeps_its_sign():
+    """dL/dy = sigmoid(y) - t against float64; torch's own form is exactly 0 for y = 30,
+    t = 1 in float32, so the dL/da sign of that sample would read 0 (paper 4, Fig. 3)."""
+    from nodescope.models.loss import per_sample_loss
+
+    logits = [30.0, -30.0, 2.0, -1.0, 17.5, -40.0]
+    labels = [1, 0, 0, 1, 1, 1]
+    y = torch.tensor(logits).view(1, -1, 1).requires_grad_(True)
+    loss = per_sample_loss(y, torch.tensor([labels]), "bce")
+    loss.sum().backward()
+    # sigmoid(y) - 1 = -sigmoid(-y): float64 without the cancellation
+    expected = [
+        -1 / (1 + math.exp(v)) if t else 1 / (1 + math.exp(-v))
+        for v, t in zip(logits, labels, strict=True)
+    ]
+    np.testing.assert_allclose(y.grad.flatten().numpy(), expected, rtol=1e-6)
+    assert (torch.sign(y.grad.flatten()) == torch.tensor([-1.0, 1, 1, -1, -1, -1])).all()
+    value = [
+        math.log1p(math.exp(-v)) if t else math.log1p(math.exp(v))
+        for v, t in zip(logits, labels, strict=True)
+    ]
+    np.testing.assert_allclose(loss.detach().flatten().numpy(), value, rtol=1e-6, atol=1e-7)
