@@ -118,8 +118,9 @@ class StackedMLP(nn.Module):
     def _linear(self, h: torch.Tensor, i: int) -> torch.Tensor:
         w = self.weights[i]
         if h.dim() == 2:  # one input (B, F) shared by every member
-            if torch.is_grad_enabled():  # training: one GEMM per member, each rounding as
-                out = torch.stack([h @ w_e for w_e in w.unbind(0)])  # it would alone
+            if torch.is_grad_enabled():
+                # training: one GEMM per member, so that each rounds as it would alone
+                out = torch.stack([h @ w_e for w_e in w.unbind(0)])
             else:  # evaluation: a single (B, F) x (F, E*H) GEMM
                 out = _shared_input_matmul(h, w)
             return out + self.biases[self.bias_of[i]] if i in self.bias_of else out

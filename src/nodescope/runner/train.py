@@ -272,7 +272,7 @@ def train_group(
     model.train()
     # A full batch holds every sample, so its order changes nothing but float rounding:
     # every member takes the samples in order, and members that see the same inputs share
-    # one (B, F) block, whose first layer is one GEMM for the whole group.
+    # one (B, F) block instead of a gathered (E, B, F) copy per step.
     full_batch = batch >= n
     everything = torch.arange(n, device=device)
     for epoch in range(first_epoch, spec.training.epochs):
