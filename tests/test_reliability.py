@@ -268,3 +268,31 @@ def test_a_full_disk_from_the_start_is_one_line_naming_the_file(
     assert err.count("\n") == 1 and "No space left on device" in err, err
     assert str(out / "spec.toml") in err.replace("\n", "")
     assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("killed_at", [1, 2])
+def test_a_writer_killed_between_its_renames_leaves_a_file_that_verifies(
+    tmp_path, monkeypatch, killed_at
+):
+    """write_file_atomic renames two files (the data and its checksum sidecar); a process
+    killed after either rename must leave a complete file that `damage` accepts."""
+    from nodescope.results import integrity
+    from nodescope.results.integrity import write_file_atomic
+
+    path = tmp_path / "state.pt"
+    write_file_atomic(path, lambda tmp: tmp.write_bytes(b"first version"))
+    real, renames = os.replace, []
+
+    def killed(src, dst):
+        renames.append(dst)
+        if len(renames) == killed_at:
+            raise SystemExit("killed")
+        real(src, dst)
+
+    monkeypatch.setattr(integrity.os, "replace", killed)
+    with pytest.raises(SystemExit):
+        write_file_atomic(path, lambda tmp: tmp.write_bytes(b"second version!"))
+    monkeypatch.setattr(integrity.os, "replace", real)
+    assert damage(path) is None, path.read_bytes()
+    path.write_bytes(b"first versioX")  # a damaged file is still caught
+    assert damage(path) is not None

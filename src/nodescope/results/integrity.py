@@ -19,9 +19,10 @@ import uuid
 from pathlib import Path
 
 from ..errors import UserError
-from .provenance import cached_sha256
+from .provenance import cached_sha256, sha256_of
 
 LOCK_NAME = ".nodescope.lock"
+CHOOSE_OTHER_FOLDER = "choose a writable results folder with --out DIR"
 
 
 def make_folder(folder: Path, fix: str) -> None:
@@ -37,14 +38,17 @@ def temp_path(path: Path) -> Path:
 
 
 def write_file_atomic(path: Path, write) -> None:
-    """`write(tmp)` fills a temporary file beside `path`, which is then renamed into place
-    and given its checksum sidecar. A failure (full disk, read-only folder) leaves the old
-    file untouched, removes the temporary file and ends in one line."""
+    """`write(tmp)` fills a temporary file beside `path`; its checksum goes into the
+    sidecar (which keeps the old file's as `previous`), then it is renamed into place. A
+    process killed between the two renames leaves the old, complete file, which its
+    sidecar still vouches for. A failure (full disk, read-only folder) leaves the old file
+    untouched, removes the temporary file and ends in one line."""
     tmp = temp_path(path)
     try:
         write(tmp)
+        digest = record_checksum(tmp, path)
         os.replace(tmp, path)
-        record_checksum(path)
+        cached_sha256(path, known=digest)
     except OSError as exc:
         with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
             tmp.unlink(missing_ok=True)
@@ -61,11 +65,24 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def record_checksum(path: Path) -> None:
-    info = {"sha256": cached_sha256(path), "size": path.stat().st_size}
+def record_checksum(new: Path, path: Path) -> str:
+    """Record `new`, about to replace `path`, in `path`'s sidecar; its SHA-256."""
+    info = {"sha256": sha256_of(new), "size": new.stat().st_size}
+    old = _recorded(path)
+    if old is not None and path.exists():
+        info["previous"] = {"sha256": old["sha256"], "size": old["size"]}
     tmp = temp_path(sidecar(path))
     tmp.write_text(json.dumps(info) + "\n")
     os.replace(tmp, sidecar(path))
+    return info["sha256"]
+
+
+def _recorded(path: Path) -> dict | None:
+    try:
+        info = json.loads(sidecar(path).read_text())
+        return {"sha256": str(info["sha256"]), "size": int(info["size"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def damage(path: Path) -> str | None:
@@ -81,9 +98,12 @@ def damage(path: Path) -> str | None:
         size = path.stat().st_size
     except FileNotFoundError:
         return "it is missing"
-    if size != info.get("size"):
+    # a complete earlier version is intact too: the writer was killed before its rename
+    written = [info, *([info["previous"]] if isinstance(info.get("previous"), dict) else [])]
+    if all(size != w.get("size") for w in written):
         return f"its size is {size} bytes, {info.get('size')} were written"
-    if cached_sha256(path) != info.get("sha256"):
+    digest = cached_sha256(path)
+    if all((size, digest) != (w.get("size"), w.get("sha256")) for w in written):
         return "its SHA-256 differs from the one recorded when it was written"
     return None
 
@@ -118,7 +138,7 @@ class FolderLock:
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
 
     def __enter__(self) -> FolderLock:
-        make_folder(self.path.parent, "choose a writable results folder with --out DIR")
+        make_folder(self.path.parent, CHOOSE_OTHER_FOLDER)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -126,9 +146,9 @@ class FolderLock:
                 self._handle_existing()
                 continue
             except OSError as exc:
+                reason = exc.strerror or exc
                 raise UserError(
-                    f"cannot create {self.path} ({exc.strerror or exc}); choose a writable "
-                    "results folder with --out DIR"
+                    f"cannot create {self.path} ({reason}); {CHOOSE_OTHER_FOLDER}"
                 ) from None
             with os.fdopen(fd, "w") as handle:
                 json.dump(self.owner, handle)

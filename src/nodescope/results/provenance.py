@@ -91,8 +91,17 @@ def data_checksums(spec: Spec) -> dict[str, str]:
     return {name: cached_sha256(folder / name) for name in info.files if (folder / name).is_file()}
 
 
-def cached_sha256(path: Path) -> str:
-    """SHA-256 of a file, cached beside it against its size and modification time."""
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_sha256(path: Path, known: str | None = None) -> str:
+    """SHA-256 of a file, cached beside it against its size and modification time;
+    `known`, the file's digest already computed, is cached without reading the file."""
     cache_path = path.parent / SHA_CACHE
     try:
         cache = json.loads(cache_path.read_text())
@@ -100,13 +109,9 @@ def cached_sha256(path: Path) -> str:
         cache = {}
     stat = path.stat()
     key = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
-    if key in cache:
+    if key in cache and known is None:
         return cache[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    cache[key] = digest.hexdigest()
+    cache[key] = known or sha256_of(path)
     try:
         tmp = cache_path.with_name(f"{SHA_CACHE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache))
