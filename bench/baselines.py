@@ -41,6 +41,7 @@ from torch import nn
 from nodescope.data.prepare import build_group_data
 from nodescope.data.seeds import stream_seed
 from nodescope.metrics.sample_sets import activation_fraction, informativeness, predictability
+from nodescope.models.loss import n_outputs
 from nodescope.models.mlp import StackedMLP
 from nodescope.results.weights import member_sequential
 from nodescope.runner.train import train_group
@@ -85,7 +86,8 @@ def _setup(group, device):
     specs = [m.spec for m in group.members]
     dtype = getattr(torch, group.spec.training.dtype)
     data = build_group_data(specs, device, dtype)
-    model = StackedMLP(specs, group.spec.data.num_features, data.n_classes)
+    outputs = n_outputs(group.spec.training.loss, data.n_classes)
+    model = StackedMLP(specs, group.spec.data.num_features, outputs)
     model = model.to(device=device, dtype=dtype)
     orders = [torch.Generator().manual_seed(stream_seed(s.training.seed, "order")) for s in specs]
     return specs, data, model, orders
@@ -271,16 +273,32 @@ def timed(fn, *args) -> tuple[float, dict]:
 IMPLEMENTATIONS = {"nodescope": run_nodescope, "vmap": run_vmap, "naive": run_naive}
 
 
-def best_in_process(group, device, repeat: int) -> tuple[dict, dict]:
-    """Best time of `repeat` runs of each implementation, taken in turn so that a slow
-    phase of a shared machine does not fall on one of them; the last run's values."""
-    times = {name: float("inf") for name in IMPLEMENTATIONS}
-    values = {}
+def best_in_process(
+    groups: list, device, repeat: int, implementations: dict = IMPLEMENTATIONS
+) -> tuple[list[dict], list[dict]]:
+    """Per group, the best time of `repeat` runs of each implementation, all taken in turn
+    so that a slow phase of a shared machine does not fall on one of them; the last
+    run's values."""
+    times = [{name: float("inf") for name in implementations} for _ in groups]
+    values = [{} for _ in groups]
     for _ in range(repeat):
-        for name, run in IMPLEMENTATIONS.items():
-            seconds, values[name] = timed(run, group, device)
-            times[name] = min(times[name], seconds)
+        for name, run in implementations.items():
+            for i, group in enumerate(groups):
+                seconds, values[i][name] = timed(run, group, device)
+                times[i][name] = min(times[i][name], seconds)
     return times, values
+
+
+def largest_difference(ours: dict, theirs: dict) -> float:
+    """Largest |difference| over the probe values both sides have (a value can be NaN on
+    one side only where float drift switched a node off for good); inf for another shape."""
+    gap = 0.0
+    for name, a in ours.items():
+        a, b = a.double(), theirs[name].double().to(a.device)
+        if a.shape != b.shape:
+            return float("inf")
+        gap = max(gap, float((a - b).abs().nan_to_num(0).max()))
+    return gap
 
 
 # Runs a module or script and writes its peak RSS (VmHWM, kB) to $BENCH_PEAK_FILE at exit.
@@ -354,14 +372,9 @@ def main() -> None:
     print(f"torch threads: {threads}; best of {args.repeat}")
     for seeds, depth, width, loss in slices:
         spec = slice_spec(seeds, depth, width, args.epochs, loss=loss)
-        times, values = best_in_process(group_of(spec), device, args.repeat)
-        ns = values["nodescope"]
+        (times,), (values,) = best_in_process([group_of(spec)], device, args.repeat)
         # float32 rounding (bmm vs matmul) drifts over 1,600 steps: a few samples flip
-        gap = max(
-            float((ns[k] - values[ref][k].to(ns[k].dtype)).abs().nan_to_num(0).max())
-            for ref in ("vmap", "naive")
-            for k in PROBES
-        )
+        gap = max(largest_difference(values["nodescope"], values[r]) for r in ("vmap", "naive"))
         runs = {name: whole_process(name, spec, device, args.repeat) for name in IMPLEMENTATIONS}
         print(f"{seeds} seeds x {depth}x{width}, {loss}, {args.epochs} epochs:")
         whole = {name: seconds for name, (seconds, _) in runs.items()}

@@ -47,9 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from baselines import _setup, group_of, timed  # noqa: E402
+from baselines import _setup, best_in_process, group_of, largest_difference  # noqa: E402
 
-from nodescope.models.mlp import StackedMLP  # noqa: E402
 from nodescope.results.weights import member_sequential  # noqa: E402
 from nodescope.runner.train import train_group  # noqa: E402
 from nodescope.spec import checkpoint_steps  # noqa: E402
@@ -132,15 +131,6 @@ def lr_at(opt, epoch: int) -> float:
     return opt.lr * opt.schedule.factor ** sum(epoch >= m for m in opt.schedule.milestones)
 
 
-def _setup_bce(group, device):
-    """`_setup`'s data and batch orders, and the network with BCE's single output
-    (`_setup` builds one output per class)."""
-    specs, data, _, orders = _setup(group, device)
-    dtype = getattr(torch, group.spec.training.dtype)
-    model = StackedMLP(specs, group.spec.data.num_features, 1).to(device=device, dtype=dtype)
-    return specs, data, model, orders
-
-
 def _splits(data, device):
     """Training inputs and float labels, test inputs and hidden patterns."""
     train, test = data.splits["train"], data.splits["test"]
@@ -160,7 +150,7 @@ def run_nodescope(group, device) -> dict:
 
 
 def run_naive(group, device) -> dict:
-    specs, data, stacked, orders = _setup_bce(group, device)
+    specs, data, stacked, orders = _setup(group, device)
     probes = _has_probes(group)
     per_member = [
         _naive_member(member_sequential(stacked, e), spec, orders[e], data, group, device, probes)
@@ -238,7 +228,7 @@ def _naive_member(model, spec, order, data, group, device, probes) -> dict:
 def run_vmap(group, device) -> dict:
     from torch.func import functional_call, grad, stack_module_state, vmap
 
-    specs, data, stacked, orders = _setup_bce(group, device)
+    specs, data, stacked, orders = _setup(group, device)
     probes = _has_probes(group)
     x, y, x_test, p_test = _splits(data, device)
     n, n_patterns, opt = len(y), specs[0].data.n_patterns, specs[0].optimiser
@@ -320,17 +310,6 @@ def run_vmap(group, device) -> dict:
     }
 
 
-def largest_difference(ours: dict, theirs: dict) -> float:
-    """Largest |difference| over every probe value; inf where only one side is NaN."""
-    gap = 0.0
-    for name, a in ours.items():
-        a, b = a.double(), theirs[name].double().to(a.device)
-        if a.shape != b.shape or bool((a.isnan() != b.isnan()).any()):
-            return float("inf")
-        gap = max(gap, float((a - b).abs().nan_to_num(0).max()))
-    return gap
-
-
 IMPLEMENTATIONS = {"naive": run_naive, "vmap": run_vmap, "nodescope": run_nodescope}
 
 
@@ -356,25 +335,19 @@ def main() -> None:
         spec = wtm_spec(
             seeds, args.width, args.epochs, args.checkpoints, args.train_size, dtype=args.dtype
         )
-        groups = (group_of(spec), group_of(without_probes(spec)))
-        times = {name: [float("inf"), float("inf")] for name in IMPLEMENTATIONS}
-        values = {}
-        for _ in range(args.repeat):
-            for name, run in IMPLEMENTATIONS.items():
-                seconds, values[name] = timed(run, groups[0], device)
-                times[name][0] = min(times[name][0], seconds)
-                times[name][1] = min(times[name][1], timed(run, groups[1], device)[0])
+        groups = [group_of(spec), group_of(without_probes(spec))]
+        (times, alone), (values, _) = best_in_process(groups, device, args.repeat, IMPLEMENTATIONS)
         gap = max(largest_difference(values["nodescope"], values[r]) for r in ("naive", "vmap"))
         print(
             f"{seeds} seeds x 1x{args.width}, {args.train_size} samples, {args.epochs} epochs "
             f"full batch, {args.dtype}:"
         )
         print("               data, training, probes    training alone")
-        for name, (with_probes, alone) in times.items():
-            print(f"  {name:<10} {with_probes:9.1f} s {'':12} {alone:9.1f} s")
+        for name in IMPLEMENTATIONS:
+            print(f"  {name:<10} {times[name]:9.1f} s {'':12} {alone[name]:9.1f} s")
         print(f"  largest probe difference of nodescope to either: {gap:.2g}")
-        for label, i in (("with probes", 0), ("training alone", 1)):
-            naive, vmap_, ours = (times[name][i] for name in IMPLEMENTATIONS)
+        for label, t in (("with probes", times), ("training alone", alone)):
+            naive, vmap_, ours = (t[name] for name in IMPLEMENTATIONS)
             print(
                 f"  speed-up {label}: {naive / ours:.2f}x the naive loop, {vmap_ / ours:.2f}x vmap"
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from agreement import assert_baselines_agree
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 import baselines  # noqa: E402
@@ -25,11 +26,5 @@ def test_naive_and_vmap_baselines_compute_nodescopes_probe_values(tiny, depth, l
     group = baselines.group_of(tiny)
     cpu = torch.device("cpu")
     ours = baselines.run_nodescope(group, cpu)
-    for run in (baselines.run_naive, baselines.run_vmap):
-        theirs = run(group, cpu)
-        for name in baselines.PROBES:
-            assert theirs[name].shape == ours[name].shape, (run.__name__, name)
-            torch.testing.assert_close(
-                theirs[name].to(ours[name].dtype), ours[name], atol=1e-6, rtol=0, equal_nan=True
-            )
+    assert_baselines_agree(group, ours, (baselines.run_naive, baselines.run_vmap), baselines.PROBES)
     assert ours["activation_fraction"].isfinite().any()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from agreement import assert_baselines_agree
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 import baselines_wtm  # noqa: E402
@@ -31,13 +32,8 @@ def test_naive_and_vmap_baselines_compute_nodescopes_wtm_probes(tiny, depth, tes
     cpu = torch.device("cpu")
     ours = baselines_wtm.run_nodescope(group, cpu)
     assert set(ours) == set(baselines_wtm.PROBES)
-    for run in (baselines_wtm.run_naive, baselines_wtm.run_vmap):
-        theirs = run(group, cpu)
-        for name in baselines_wtm.PROBES:
-            assert theirs[name].shape == ours[name].shape, (run.__name__, name)
-            torch.testing.assert_close(
-                theirs[name].to(ours[name].dtype), ours[name], atol=1e-6, rtol=0, equal_nan=True
-            )
+    runs = (baselines_wtm.run_naive, baselines_wtm.run_vmap)
+    assert_baselines_agree(group, ours, runs, baselines_wtm.PROBES)
     means = ours["pattern_preactivation"]
     assert means[..., :3].isfinite().all()
     assert means[..., 3].isnan().all() == (test_size == 3)

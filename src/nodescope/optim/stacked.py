@@ -51,7 +51,7 @@ class StackedOptimiser:
     def __init__(self, params: list[tuple[torch.nn.Parameter, str]], specs: list[Spec]):
         opt = specs[0].optimiser
         self.name = opt.name
-        self.base = opt.layca_base if opt.name == "layca" else opt.name
+        self.base = opt.base
         self.params = params
         like = params[0][0]
         self.lr = _per_member([s.optimiser.lr for s in specs], like)
@@ -149,18 +149,16 @@ class StackedOptimiser:
             if not members:
                 continue
 
-            def pick(slices: list[tuple[torch.Tensor, ...]], members=members) -> list[torch.Tensor]:
-                return [per_member[e] for per_member in slices for e in members]
-
+            params, grads = _pick(ps, members), _pick(gs, members)
             if self.base == "adam":
                 step = self.t[members[0]].to(torch.float32)  # as torch keeps it for fused
                 torch._fused_adam_(
-                    pick(ps),
-                    pick(gs),
-                    pick(state["m"]),
-                    pick(state["v"]),
+                    params,
+                    grads,
+                    _pick(state["m"], members),
+                    _pick(state["v"], members),
                     [],
-                    [step] * len(pick(ps)),
+                    [step] * len(params),
                     lr=lr * lr_scale,
                     beta1=beta1,
                     beta2=beta2,
@@ -170,11 +168,10 @@ class StackedOptimiser:
                     maximize=False,
                 )
             else:
-                bs = pick(state["b"]) if momentum else []
                 torch._fused_sgd_(
-                    pick(ps),
-                    pick(gs),
-                    bs,
+                    params,
+                    grads,
+                    _pick(state["b"], members) if momentum else [],
                     weight_decay=0.0,
                     momentum=momentum,
                     lr=lr * lr_scale,
@@ -183,6 +180,11 @@ class StackedOptimiser:
                     maximize=False,
                     is_first_step=False,
                 )
+
+
+def _pick(slices: list[tuple[torch.Tensor, ...]], members: list[int]) -> list[torch.Tensor]:
+    """The given members' views, tensor by tensor."""
+    return [per_member[e] for per_member in slices for e in members]
 
 
 def _masked(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:

@@ -281,6 +281,7 @@ def train_group(
         else:
             perm = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         epoch_loss = torch.zeros(len(specs), device=device)
+        mask, active_members = rules.mask, rules.active_members  # they change at epoch ends
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
             fwd = model(train.inputs(everything if full_batch else index), keep=watch_steps)
@@ -292,14 +293,10 @@ def train_group(
             loss.sum().backward()
             epoch_loss += loss.detach()
             if watch_steps:
-                seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], rules.mask)
+                seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], mask)
                 for probe in step_probes:
                     probe.on_train_step(seen)
-            opt.step(
-                _lr_scale(sched.milestones, sched.factor, step / spe),
-                rules.mask,
-                rules.active_members,
-            )
+            opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), mask, active_members)
             step += 1
             if step in ck_of:
                 checkpoint(step)

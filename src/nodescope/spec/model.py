@@ -189,6 +189,11 @@ class Optimiser(Strict):
     layca_base: Literal["sgd", "adam"] = "sgd"
     schedule: LrSchedule = LrSchedule()
 
+    @property
+    def base(self) -> str:
+        """The rule that makes the step: Layca's base, else the optimiser itself."""
+        return self.layca_base if self.name == "layca" else self.name
+
 
 class EarlyStopping(Strict):
     patience: PositiveInt = 10

@@ -94,9 +94,7 @@ def training_bytes_per_member(spec: Spec) -> int:
     the group and not counted. Real use is within about 2x of it for these MLPs.
     """
     value = 8 if spec.training.dtype == "float64" else 4
-    opt = spec.optimiser
-    base = opt.layca_base if opt.name == "layca" else opt.name
-    copies = 2 + (2 if base == "adam" else 1)  # weights, gradients, moments
+    copies = 2 + (2 if spec.optimiser.base == "adam" else 1)  # weights, gradients, moments
     copies += 1 if spec.training.early_stopping else 0
     units = sum(spec.model.hidden_widths()) + spec.data.num_classes
     train_acts = spec.batch_size() * units * 3
