@@ -165,22 +165,22 @@ def test_a_full_disk_loses_no_finished_group(tiny, tmp_path, capsys, monkeypatch
     tiny["sweep"] = {"model.width": [8, 16]}  # two groups
     spec = write_spec(tmp_path, tiny)
     out = tmp_path / "run"
-    real = xr.Dataset.to_netcdf
+    real = xr.Dataset.dump_to_store  # how write_atomic writes a group file's contents
     calls = []
 
-    def second_write_fails(self, path, *args, **kwargs):
-        calls.append(path)
-        if len(calls) == 2:
-            Path(path).write_bytes(b"partial")
+    def second_write_fails(self, store, *args, **kwargs):
+        calls.append(store)
+        if len(calls) == 2:  # the file is created, half its contents written
+            real(self, store, *args, **kwargs)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, path, *args, **kwargs)
+        return real(self, store, *args, **kwargs)
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", second_write_fails)
+    monkeypatch.setattr(xr.Dataset, "dump_to_store", second_write_fails)
     assert main(["run", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1
     assert not list(out.glob(".*.tmp"))
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", real)
+    monkeypatch.setattr(xr.Dataset, "dump_to_store", real)
     assert main(["run", str(spec), "--out", str(out)]) == 0
     assert "1 already stored" in capsys.readouterr().out
 

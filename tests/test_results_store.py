@@ -174,3 +174,46 @@ def test_at_epoch_takes_the_nearest_checkpoint_and_says_so(tiny, tmp_path):
     assert float(near.epoch) in ds.epoch.values and "epoch" not in near.loss.dims
     exact = ds.ns.at_epoch(float(ds.epoch[-1]))
     assert exact.attrs["at_epoch"].startswith("asked for epoch 3")
+
+
+def test_group_files_read_back_as_xarray_writes_them_and_skip_dask_distributed(tmp_path):
+    """write_atomic bypasses to_netcdf (whose lock choice imports dask.distributed); the
+    file must read back identical to to_netcdf's, compression and checksums included."""
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    from nodescope.runner.store import write_atomic
+
+    ds = xr.Dataset(
+        {
+            "value": (("member", "node"), np.arange(6.0).reshape(2, 3) / 7),
+            "flag": ("node", np.array([True, False, True])),
+            "count": ("member", np.array([3, -1], dtype=np.int64)),
+            "gap": ("node", np.array([np.nan, 1.5, -2.0], dtype=np.float32)),
+        },
+        coords={"member": ["a", "b"], "node": np.arange(3), "label": ("node", ["x", "y", "z"])},
+        attrs={"spec": "[model]\nwidth = 3", "steps": [1, 2]},
+    )
+    ds["value"].attrs.update(units="1", description="μ over samples")
+    write_atomic(ds, tmp_path / "ours.nc")
+    ds.to_netcdf(tmp_path / "xarray.nc", engine="netcdf4")
+    with (
+        xr.open_dataset(tmp_path / "ours.nc") as ours,
+        xr.open_dataset(tmp_path / "xarray.nc") as ref,
+    ):
+        assert ours.identical(ref) and ours.identical(ds)
+        assert ours["value"].encoding["zlib"] and ours["value"].encoding["fletcher32"]
+        assert ours["flag"].dtype == bool
+    code = (
+        "import sys, numpy, xarray; from pathlib import Path;"
+        "from nodescope.runner.store import write_atomic;"
+        "ds = xarray.Dataset({'a': ('x', numpy.ones(3))});"
+        f"write_atomic(ds, Path({str(tmp_path / 'c.nc')!r}));"
+        "print('distributed' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+        == "False\n"
+    )

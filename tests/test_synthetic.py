@@ -309,3 +309,16 @@ def test_per_member_batches_gather_each_members_variant():
     for e in range(4):
         for b in range(2):
             assert torch.equal(got[e, b], x[variant[e], index[e, b]])
+
+
+def test_range_inputs_equal_the_gathered_range_for_one_and_several_variants():
+    from nodescope.data.prepare import SplitData
+
+    x = torch.arange(3 * 5 * 2, dtype=torch.float32).view(3, 5, 2)
+    several = SplitData(x, torch.tensor([2, 0, 2, 1]), torch.zeros(5), torch.zeros(4, 5), None)
+    one = SplitData(x[1:2], torch.zeros(4, dtype=torch.long), torch.zeros(5), None, None)
+    for split in (several, one):
+        got = split.range_inputs(1, 4)
+        assert torch.equal(got, split.inputs(torch.arange(1, 4)))
+    assert one.range_inputs(1, 4).data_ptr() == x[1, 1].data_ptr()  # a view, no copy
+    assert several.range_inputs(1, 4).shape == (4, 3, 2)

@@ -54,6 +54,14 @@ class SplitData:
         flat = self.x.view(-1, self.x.shape[-1])
         return flat.index_select(0, rows).view(*index.shape, -1)
 
+    def range_inputs(self, start: int, stop: int) -> torch.Tensor:
+        """Inputs of samples start..stop-1, as `inputs` gives them for that range: a view
+        (B, F) when there is one variant (eval passes read whole splits in chunks, and a
+        gathered copy of every chunk cost more than its matmul), else (E, B, F)."""
+        if self.x.shape[0] == 1:
+            return self.x[0, start:stop]
+        return self.x[:, start:stop][self.variant]
+
 
 @dataclass
 class GroupData:

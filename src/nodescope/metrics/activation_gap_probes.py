@@ -57,8 +57,8 @@ class ActivationGapsProbe(Probe):
         chunk = self.ctx.specs[0].training.eval_chunk if self.ctx.specs else 4096
         acts, outs = [], []
         for start in range(0, split.size, chunk):
-            index = torch.arange(start, min(start + chunk, split.size), device=split.x.device)
-            fwd = model(split.inputs(index).double(), keep=True)
+            stop = min(start + chunk, split.size)
+            fwd = model(split.range_inputs(start, stop).double(), keep=True)
             acts.append(fwd.acts[-1])
             outs.append(fwd.out)
         return torch.cat(acts, 1), torch.cat(outs, 1)

@@ -23,8 +23,9 @@ SPLIT_ORDER = ("train", "val", "test")
 def forward_chunks(model, split: SplitData, chunk: int) -> Iterator[tuple[torch.Tensor, list]]:
     """(sample indices, per-layer pre-activations) of the split in chunks, for `at = "best"`."""
     for start in range(0, split.size, chunk):
-        index = torch.arange(start, min(start + chunk, split.size), device=split.x.device)
-        yield index, model(split.inputs(index), keep=True).preacts
+        stop = min(start + chunk, split.size)
+        index = torch.arange(start, stop, device=split.x.device)
+        yield index, model(split.range_inputs(start, stop), keep=True).preacts
 
 
 class _CooperatingProbe(Probe):

@@ -110,8 +110,8 @@ class GradSignProbe(Probe):
         signs[never] = float("nan")
         z = []
         for start in range(0, train.size, 4096):
-            index = torch.arange(start, min(start + 4096, train.size), device=top.device)
-            z.append(model(train.inputs(index), keep=True).preacts[-1])
+            stop = min(start + 4096, train.size)
+            z.append(model(train.range_inputs(start, stop), keep=True).preacts[-1])
         z = torch.cat(z, dim=1).gather(2, top.unsqueeze(1).expand(-1, train.size, -1))
         dims = ("member", "rank", "train_sample")
         coords = {

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +24,9 @@ from .provenance import cached_sha256, sha256_of
 
 LOCK_NAME = ".nodescope.lock"
 CHOOSE_OTHER_FOLDER = "choose a writable results folder with --out DIR"
+# Threads of one run (Dask's threaded workers) writing the same file must not interleave
+# sidecar, rename and digest cache; other processes are kept out by the folder's lock.
+_RENAMING = threading.Lock()
 
 
 def make_folder(folder: Path, fix: str) -> None:
@@ -46,9 +50,10 @@ def write_file_atomic(path: Path, write) -> None:
     tmp = temp_path(path)
     try:
         write(tmp)
-        digest = record_checksum(tmp, path)
-        os.replace(tmp, path)
-        cached_sha256(path, known=digest)
+        with _RENAMING:
+            digest = record_checksum(tmp, path)
+            os.replace(tmp, path)
+            cached_sha256(path, known=digest)
     except OSError as exc:
         with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
             tmp.unlink(missing_ok=True)

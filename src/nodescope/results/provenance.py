@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from ..spec import Spec
@@ -100,7 +101,7 @@ def sha256_of(path: Path) -> str:
 
 
 def cached_sha256(path: Path, known: str | None = None) -> str:
-    """SHA-256 of a file, cached beside it against its size and modification time;
+    """SHA-256 of a file, cached beside it against its inode, size and modification time;
     `known`, the file's digest already computed, is cached without reading the file."""
     cache_path = path.parent / SHA_CACHE
     try:
@@ -108,12 +109,12 @@ def cached_sha256(path: Path, known: str | None = None) -> str:
     except (OSError, ValueError):
         cache = {}
     stat = path.stat()
-    key = f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = f"{path.name}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
     if key in cache and known is None:
         return cache[key]
     cache[key] = known or sha256_of(path)
     try:
-        tmp = cache_path.with_name(f"{SHA_CACHE}.{os.getpid()}.tmp")
+        tmp = cache_path.with_name(f"{SHA_CACHE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(cache))
         os.replace(tmp, cache_path)
     except OSError:

@@ -120,8 +120,22 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
     }
 
     def write(tmp: Path) -> None:
+        # What ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding) does, with the
+        # netCDF library's lock given: to_netcdf asks dask for its scheduler to pick a
+        # lock, which imports dask.distributed (0.3 s of every run) though nothing here
+        # is distributed. The file is new and unique, and NETCDF_LOCK is held.
+        from xarray.backends import NetCDF4DataStore
+        from xarray.backends.common import ArrayWriter
+        from xarray.backends.locks import NETCDFC_LOCK
+
         with NETCDF_LOCK:
-            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+            store = NetCDF4DataStore.open(tmp, mode="w", format="NETCDF4", lock=NETCDFC_LOCK)
+            try:
+                writer = ArrayWriter()
+                ds.dump_to_store(store, writer=writer, encoding=encoding)
+                writer.sync()
+            finally:
+                store.close()
 
     write_file_atomic(path, write)
 

@@ -56,10 +56,11 @@ def eval_batches(
     """
     sd = data.splits[split]
     for start in range(0, sd.size, chunk):
-        index = torch.arange(start, min(start + chunk, sd.size), device=sd.x.device)
+        stop = min(start + chunk, sd.size)
+        index = torch.arange(start, stop, device=sd.x.device)
         targets = sd.targets[:, index]
         with torch.enable_grad() if dl_da else torch.no_grad():
-            fwd = model(sd.inputs(index), keep=keep or dl_da, grad_acts=dl_da)
+            fwd = model(sd.range_inputs(start, stop), keep=keep or dl_da, grad_acts=dl_da)
             per_sample = per_sample_loss(fwd.out, targets, loss)
             grads = list(torch.autograd.grad(per_sample.sum(), fwd.acts)) if dl_da else None
         yield EvalBatch(
@@ -284,7 +285,8 @@ def train_group(
         mask, active_members = rules.mask, rules.active_members  # they change at epoch ends
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
-            fwd = model(train.inputs(everything if full_batch else index), keep=watch_steps)
+            x = train.range_inputs(0, n) if full_batch else train.inputs(index)
+            fwd = model(x, keep=watch_steps)
             loss = per_sample_loss(fwd.out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
             if watch_steps:
