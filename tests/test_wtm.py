@@ -87,6 +87,26 @@ def test_accumulate_signs_counts_each_member_and_skips_inactive():
     assert counts.tolist() == [[2.0, 0.0, 2.0, 0.0], [0.0, 1.0, 1.0, 0.0]]
 
 
+def test_accumulate_signs_of_a_full_batch_in_order_equal_the_indexed_sums():
+    g = torch.Generator().manual_seed(3)
+    E, N, H = 3, 7, 2
+    grad = torch.randn(E, N, H, generator=g)
+    grad[0, 1, 0] = 0.0
+    index = torch.arange(N).expand(E, N)
+    active = torch.tensor([True, False, True])
+    results = []
+    for in_order in (False, True):
+        sums, counts = torch.zeros(E, N, H), torch.zeros(E, N)
+        wtm.accumulate_signs(sums, counts, index, grad, in_order=in_order)
+        wtm.accumulate_signs(sums, counts, index, -grad, active, in_order=in_order)
+        wtm.accumulate_signs(sums, counts, index, grad, active, in_order=in_order)
+        results.append((sums, counts))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert results[1][1][:, 0].tolist() == [3.0, 1.0, 3.0]
+    assert results[1][0][1].tolist() == torch.sign(grad[1]).tolist()
+    assert results[1][0][0, 1, 0] == 0.0
+
+
 def wtm_spec(tiny, **training):
     tiny["data"].update(n_patterns=4, train_size=96, val_size=0, test_size=40)
     tiny["model"] = {"depth": 1, "width": 5, "bias": "none"}

@@ -71,6 +71,7 @@ class TrainStep:
     fwd: Forward  # with per-layer preacts and acts
     grad_acts: list[torch.Tensor]  # per hidden layer (E, B, H_l): d(batch loss)/da
     active: torch.Tensor | None  # (E,) members that update this step (None: all)
+    in_order: bool = False  # every member's batch is the whole split, in order (full batch)
 
 
 class Probe:

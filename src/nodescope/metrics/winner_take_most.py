@@ -26,13 +26,16 @@ def accumulate_signs(
     index: torch.Tensor,
     grad: torch.Tensor,
     active: torch.Tensor | None = None,
+    in_order: bool = False,
 ) -> None:
     """Add sign(∂L/∂a) of one training step to per-sample running sums, in place.
 
     sums (E, N, H) and counts (E, N) accumulate over steps; index (E, B) are the batch's
     sample indices, grad (E, B, H) = ∂L/∂a for those samples (any positive scaling of
     L, e.g. the batch mean, leaves the sign unchanged). Members with active = False
-    are skipped. The paper's mean derivative sign is sums / counts.
+    are skipped. The paper's mean derivative sign is sums / counts. `in_order` says that
+    index[e] is 0..N-1 for every member (a full batch), so the sums are added in place
+    without an index.
     """
     E, N, H = sums.shape
     sign = torch.sign(grad).to(sums.dtype)
@@ -41,6 +44,10 @@ def accumulate_signs(
         keep = active.view(-1, 1)
         sign = sign * keep.unsqueeze(-1)
         ones = ones * keep
+    if in_order:
+        sums += sign
+        counts += ones
+        return
     flat = (index + torch.arange(E, device=index.device).view(-1, 1) * N).reshape(-1)
     sums.view(E * N, H).index_add_(0, flat, sign.reshape(-1, H))
     counts.view(-1).index_add_(0, flat, ones.reshape(-1))

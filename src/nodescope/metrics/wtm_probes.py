@@ -97,7 +97,9 @@ class GradSignProbe(Probe):
         self.out: dict[str, xr.DataArray] = {}
 
     def on_train_step(self, step: TrainStep) -> None:
-        wtm.accumulate_signs(self.sums, self.counts, step.index, step.grad_acts[-1], step.active)
+        wtm.accumulate_signs(
+            self.sums, self.counts, step.index, step.grad_acts[-1], step.active, step.in_order
+        )
 
     def on_end(self, model) -> None:
         w_out = model.weights[-1].abs().sum(-1)  # (E, H)

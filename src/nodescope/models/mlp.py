@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.seeds import stream_seed
 from ..spec.model import Spec
+from .member_matmul import member_matmul
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -48,6 +49,10 @@ def _init_layer(fan_in: int, fan_out: int, scheme: str, bias: bool, gain: float,
         else:
             b = torch.zeros(fan_out)
     return w * gain, b
+
+
+# Layers with at most this many inputs or outputs take one GEMM per member (member_matmul).
+THIN = 4
 
 
 def _shared_input_matmul(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -117,16 +122,16 @@ class StackedMLP(nn.Module):
 
     def _linear(self, h: torch.Tensor, i: int) -> torch.Tensor:
         w = self.weights[i]
-        if h.dim() == 2:  # one input (B, F) shared by every member
-            if torch.is_grad_enabled():
-                # training: one GEMM per member, so that each rounds as it would alone
-                out = torch.stack([h @ w_e for w_e in w.unbind(0)])
-            else:  # evaluation: a single (B, F) x (F, E*H) GEMM
-                out = _shared_input_matmul(h, w)
-            return out + self.biases[self.bias_of[i]] if i in self.bias_of else out
-        if i in self.bias_of:
-            return torch.baddbmm(self.biases[self.bias_of[i]], h, w)
-        return torch.bmm(h, w)
+        b = self.biases[self.bias_of[i]] if i in self.bias_of else None
+        if h.dim() == 2 and not torch.is_grad_enabled():
+            # evaluation with one input (B, F) shared by every member: a single GEMM
+            out = _shared_input_matmul(h, w)
+            return out + b if b is not None else out
+        if h.dim() == 2 or min(w.shape[1:]) <= THIN:
+            # training on a shared input: one GEMM per member, so that each rounds as it
+            # would alone; thin layers: bmm is several times slower than per-member mm
+            return member_matmul(h, w, b)
+        return torch.bmm(h, w) if b is None else torch.baddbmm(b, h, w)
 
     def _batch_norm(self, z: torch.Tensor, i: int) -> torch.Tensor:
         mean_buf, var_buf = getattr(self, f"bn_mean{i}"), getattr(self, f"bn_var{i}")

@@ -295,7 +295,7 @@ def train_group(
             loss.sum().backward()
             epoch_loss += loss.detach()
             if watch_steps:
-                seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], mask)
+                seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], mask, full_batch)
                 for probe in step_probes:
                     probe.on_train_step(seen)
             opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), mask, active_members)
