@@ -35,6 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# What `nodescope run` sets for itself (cli.main), set before torch's first allocation so
+# that every implementation here, and every child process, runs on the same allocator.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import torch
 from torch import nn
 

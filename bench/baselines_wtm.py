@@ -42,6 +42,10 @@ import platform
 import sys
 from pathlib import Path
 
+# What `nodescope run` sets for itself (cli.main), set before torch's first allocation so
+# that every implementation here, and every child process, runs on the same allocator.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -19,6 +19,10 @@ import os
 import platform
 import time
 
+# What `nodescope run` sets for itself (cli.main), set before torch's first allocation so
+# that every implementation here, and every child process, runs on the same allocator.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import torch
 
 from nodescope.runner.train import train_group

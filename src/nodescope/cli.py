@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -294,6 +295,10 @@ def _print_error(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # torch then backs CPU buffers of 2 MB and more with transparent huge pages, where the
+    # kernel allows it: a fresh 60 MB activation costs 6 ms of page faults instead of 23
+    # (docs/benchmarks.md). Read by torch at its first allocation; a user's setting wins.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
     args.command_line = ["nodescope", *argv]
     in_main_thread = threading.current_thread() is threading.main_thread()

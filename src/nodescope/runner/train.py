@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -289,13 +290,14 @@ def train_group(
             fwd = model(x, keep=watch_steps)
             loss = per_sample_loss(fwd.out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
-            if watch_steps:
-                for a in fwd.acts:
-                    a.retain_grad()
+            grad_acts = [None] * len(fwd.acts)
+            if watch_steps:  # a hook keeps the gradient itself; retain_grad() would copy it
+                for i, a in enumerate(fwd.acts):
+                    a.register_hook(partial(grad_acts.__setitem__, i))
             loss.sum().backward()
             epoch_loss += loss.detach()
             if watch_steps:
-                seen = TrainStep(index, fwd, [a.grad for a in fwd.acts], mask, full_batch)
+                seen = TrainStep(index, fwd, grad_acts, mask, full_batch)
                 for probe in step_probes:
                     probe.on_train_step(seen)
             opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), mask, active_members)
