@@ -127,3 +127,21 @@ def test_write_rejects_unsupported_dtype(tmp_path: Path) -> None:
 def test_write_gzip_is_valid_gzip(tmp_path: Path) -> None:
     path = write_idx(tmp_path / "x", np.array([1, 2, 3], dtype=np.uint8), gzip=True)
     assert gzip.decompress(path.read_bytes()) == bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3])
+
+
+def test_float_rows_equal_numpys_gather_cast_and_division_bit_for_bit():
+    from nodescope.data.prepare import _float_rows
+
+    rng = np.random.default_rng(5)
+    images = np.concatenate(
+        [
+            np.arange(256, dtype=np.uint8)[None].repeat(3, 0),
+            rng.integers(0, 256, (40, 256), dtype=np.uint8),
+        ]
+    )
+    index = rng.permutation(len(images))[:29]
+    unit = images[index].astype(np.float32)
+    unit /= 255.0
+    assert np.array_equal(_float_rows(images, index, True), unit)
+    assert np.array_equal(_float_rows(images, index, False), images[index].astype(np.float32))
+    assert _float_rows(images, index, True).dtype == np.float32

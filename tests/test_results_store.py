@@ -110,6 +110,11 @@ def test_mnist_provenance_records_data_checksums(tmp_path):
     assert cached_sha256(f) == sha  # from the cache
     f.write_bytes(b"abcd")  # a changed file is hashed again
     assert cached_sha256(f) != sha
+    other = tmp_path / "x.bin.old"
+    other.write_bytes(b"abc")
+    cached_sha256(other)
+    cache = json.loads((tmp_path / ".sha256-cache.json").read_text())
+    assert sorted(k.split(":")[0] for k in cache) == ["x.bin", "x.bin.old"]  # one entry each
 
 
 def test_settings_that_cannot_change_results_keep_the_stored_groups(tiny, tmp_path, capsys):

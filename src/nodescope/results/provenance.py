@@ -112,7 +112,10 @@ def cached_sha256(path: Path, known: str | None = None) -> str:
     key = f"{path.name}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
     if key in cache and known is None:
         return cache[key]
-    cache[key] = known or sha256_of(path)
+    digest = known or sha256_of(path)
+    # earlier versions of the file (rewritten group files) leave the cache
+    cache = {k: v for k, v in cache.items() if not k.startswith(f"{path.name}:")}
+    cache[key] = digest
     try:
         tmp = cache_path.with_name(f"{SHA_CACHE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(cache))
