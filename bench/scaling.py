@@ -1,15 +1,16 @@
 """How nodescope's cost scales, measured in one process on MNIST:
 
 1. time per member as the stacked group grows (E = 1, 2, 4, 8, 16, 32), widths 20 and 80,
-   one epoch of training alone (a 2-epoch run minus a 1-epoch run);
+   one epoch of training alone (the training loop's own time per step, best of --repeat
+   runs taken in turn);
 2. probe overhead: the sample-set probes at 20 and 50 checkpoints in one short epoch, and
    at the paper's density (a checkpoint every 4 epochs of 48,000), against none;
 3. achieved training FLOP/s of a depth-8, width-320 group against a large matmul (one
-   epoch of training alone: a 2-epoch run minus a 1-epoch run).
+   epoch of training alone, as in 1).
 
 Run (needs `nodescope fetch mnist`):
 
-    python bench/scaling.py [--epochs 0.25] [--members 1 2 4 8 16 32]
+    python bench/scaling.py [--train-size 12000] [--members 1 2 4 8 16 32] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -72,18 +73,36 @@ def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+def training_seconds_per_step(d: dict) -> float:
+    """Seconds per optimiser step of the training loop itself, from train_group's progress
+    reports (every 10 steps): from step 10 to the start of the final evaluation, so data
+    building, the first steps' allocations and the final evaluation are left out."""
+    group = plan(validate_dict(d, "bench"))[0]
+    marks = {}
+
+    def progress(step, total, loss, phase="training"):
+        if step == 10 or phase == "final evaluation":
+            marks[phase if step != 10 else "start"] = (step, time.perf_counter())
+
+    train_group(group, torch.device("cpu"), progress)
+    (first, t0), (last, t1) = marks["start"], marks["final evaluation"]
+    return (t1 - t0) / (last - first)
+
+
 def one_epoch(members: int, depth: int, width: int, n: int, repeat: int = 3) -> float:
-    """Seconds of one epoch of training alone: the best 2-epoch run minus the best 1-epoch
-    run (data building and the final evaluation of every split cancel)."""
-    one, two = (spec(members, depth, width, n, {}, log_checkpoints(0), e) for e in (1, 2))
-    return min(seconds(two) for _ in range(repeat)) - min(seconds(one) for _ in range(repeat))
+    """Seconds of one epoch of training alone (best of `repeat` runs)."""
+    d = spec(members, depth, width, n, {}, log_checkpoints(0))
+    return min(training_seconds_per_step(d) for _ in range(repeat)) * -(-n // 60)
 
 
-def per_member(n: int, members: list[int]) -> None:
-    print("1. time per member, one epoch of training alone (a 2-epoch minus a 1-epoch run):")
+def per_member(n: int, members: list[int], repeat: int) -> None:
+    print(f"1. time per member, one epoch of training alone (best of {repeat}, taken in turn):")
     for width in (20, 80):
-        row = [one_epoch(e, 1, width, n) / e for e in members]
-        cells = "  ".join(f"E={e}: {t:.3f} s" for e, t in zip(members, row, strict=True))
+        best = {e: float("inf") for e in members}
+        for _ in range(repeat):  # in turn, so that a slow spell of the machine hits every E
+            for e in members:
+                best[e] = min(best[e], one_epoch(e, 1, width, n, repeat=1) / e)
+        cells = "  ".join(f"E={e}: {t:.4f} s" for e, t in best.items())
         print(f"   width {width:3d}: {cells}")
 
 
@@ -113,6 +132,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--paper-epochs", type=int, default=8, help="epochs at the paper's density")
     ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--repeat", type=int, default=5, help="runs per member count (section 1)")
     args = ap.parse_args()
     n = args.train_size
     machine = platform.processor() or platform.machine()
@@ -122,7 +142,7 @@ def main() -> None:
     seconds(spec(1, 1, 20, 600, {}, log_checkpoints(0)))  # warm-up: data cache, allocator
 
     if 1 in args.sections:
-        per_member(n, args.members)
+        per_member(n, args.members, args.repeat)
     if 2 in args.sections:
         probe_overhead(n, args.paper_epochs)
 
