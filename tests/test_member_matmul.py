@@ -43,3 +43,47 @@ def test_every_member_gets_its_own_gemm_bit_for_bit_and_autograds_gradients():
         w2[1:] += 1.0
     again = torch.autograd.grad(member_matmul(x, w2, b), w2, upstream)[0]
     assert torch.equal(again[0], grads[1][0])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("keep", [True, False])
+def test_linear_relu_gradients_match_finite_differences(shared, bias, keep):
+    from nodescope.models.member_matmul import member_linear_relu
+
+    g = torch.Generator().manual_seed(2)
+    E, B, F, H = 3, 6, 4, 5
+    x = torch.randn(*(() if shared else (E,)), B, F, generator=g, dtype=torch.float64)
+    w = torch.randn(E, F, H, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(E, 1, H, generator=g, dtype=torch.float64, requires_grad=True)
+    x.requires_grad_(True)
+
+    def fn(x, w, b):
+        out = member_linear_relu(x, w, b if bias else None, keep)
+        return (out[0] * 0.5 + out[1]) if keep else out  # gradients reach z and h
+
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_linear_relu_equals_relu_of_each_members_gemm_and_its_autograd():
+    from nodescope.models.member_matmul import member_linear_relu
+
+    g = torch.Generator().manual_seed(4)
+    E, B, F, H = 3, 50, 30, 40
+    x = torch.randn(B, F, generator=g)  # shared input, as in full-batch training
+    w = torch.randn(E, F, H, generator=g, requires_grad=True)
+    b = torch.randn(E, 1, H, generator=g, requires_grad=True)
+    upstream = torch.randn(E, B, H, generator=g)
+    z, h = member_linear_relu(x, w, b, keep=True)
+    grads = torch.autograd.grad(h, (w, b), upstream)
+    assert (h == 0).any() and (h > 0).any()
+    for e in range(E):
+        w_e, b_e = w.detach()[e].requires_grad_(True), b.detach()[e].requires_grad_(True)
+        z_e = torch.addmm(b_e, x, w_e)
+        h_e = torch.relu(z_e)
+        assert torch.equal(z[e], z_e) and torch.equal(h[e], h_e)
+        ref = torch.autograd.grad(h_e, (w_e, b_e), upstream[e])
+        torch.testing.assert_close(grads[0][e], ref[0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(grads[1][e], ref[1], rtol=1e-6, atol=1e-6)
+    alone = member_linear_relu(x, w.detach(), b.detach())
+    assert torch.equal(alone, h)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..data.seeds import stream_seed
 from ..spec.model import Spec
-from .member_matmul import member_matmul
+from .member_matmul import member_linear_relu, member_matmul
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -127,11 +127,18 @@ class StackedMLP(nn.Module):
             # evaluation with one input (B, F) shared by every member: a single GEMM
             out = _shared_input_matmul(h, w)
             return out + b if b is not None else out
-        if h.dim() == 2 or min(w.shape[1:]) <= THIN:
-            # training on a shared input: one GEMM per member, so that each rounds as it
-            # would alone; thin layers: bmm is several times slower than per-member mm
+        if self._per_member(h, i):
             return member_matmul(h, w, b)
         return torch.bmm(h, w) if b is None else torch.baddbmm(b, h, w)
+
+    def _per_member(self, h: torch.Tensor, i: int) -> bool:
+        """Whether layer i multiplies one member at a time: training on a shared input, so
+        that each member rounds as it would alone, and thin layers, where bmm is several
+        times slower than per-member mm. Evaluation on a shared input is one GEMM."""
+        shared = h.dim() == 2
+        if shared and not torch.is_grad_enabled():
+            return False
+        return shared or min(self.weights[i].shape[1:]) <= THIN
 
     def _batch_norm(self, z: torch.Tensor, i: int) -> torch.Tensor:
         mean_buf, var_buf = getattr(self, f"bn_mean{i}"), getattr(self, f"bn_var{i}")
@@ -165,10 +172,15 @@ class StackedMLP(nn.Module):
         h = x
         preacts, acts = [], []
         for i in range(len(self.widths)):
-            z = self._linear(h, i)
-            if self.batch_norm:
-                z = self._batch_norm(z, i)
-            h = self._rho(z)
+            if self.activation == "relu" and not self.batch_norm and self._per_member(h, i):
+                b = self.biases[self.bias_of[i]] if i in self.bias_of else None
+                out = member_linear_relu(h, self.weights[i], b, keep)
+                z, h = out if keep else (None, out)
+            else:
+                z = self._linear(h, i)
+                if self.batch_norm:
+                    z = self._batch_norm(z, i)
+                h = self._rho(z)
             if grad_acts and not h.requires_grad:
                 h.requires_grad_(True)
             if keep:
