@@ -5,7 +5,7 @@ Autograd over `torch.stack([x @ w_e for w_e in w.unbind(0)])` would copy every o
 into the stack and, in the backward pass, scatter every member's weight gradient into a
 zero-filled (E, F, H) tensor; here each GEMM writes its own slice (`out=`). For thin
 layers (a single output node, as in the winner-take-most networks) torch's CPU `bmm` is
-5-10x slower than one `mm` per member (bench notes in docs/benchmarks.md), so the
+3.5-10x slower than one `mm` per member (docs/benchmarks.md), so the
 stacked model uses this for them too. Each member's GEMMs are the ones it would run
 alone, so a member's numbers do not depend on what it is stacked with.
 """
@@ -59,9 +59,10 @@ def member_matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = Non
 
 class MemberLinearReLU(torch.autograd.Function):
     """h[e] = relu(x_e @ w[e] + b[e]), each member's ReLU (and, backward, its mask and
-    GEMMs) run right after its own GEMM, while its output is still in cache: over a stack
-    of 9 × 5,000 × 1,000 activations, ReLU and its backward on the whole stack took 2.2x
-    the time of the same work one member at a time. With `keep`, z is returned too."""
+    GEMMs) run right after its own GEMM, while its output is still in cache: on a stack
+    of 9 × 5,000 × 1,000 activations, ReLU over the whole stack took 1.4x and its
+    backward 2.2x the time of the same work one member at a time (torch profiler, CPU).
+    With `keep`, z is returned too."""
 
     @staticmethod
     def forward(ctx, x, w, b, keep: bool):
