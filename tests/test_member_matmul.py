@@ -8,17 +8,21 @@ import torch
 from nodescope.models.member_matmul import member_matmul
 
 
+def gradcheck_inputs(shared: bool, seed: int, E: int, B: int, F: int, H: int):
+    """float64 x (shared (B, F) or (E, B, F)), w (E, F, H), b (E, 1, H), all requiring grad."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = ((B, F) if shared else (E, B, F), (E, F, H), (E, 1, H))
+    return [
+        torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(True)
+        for shape in shapes
+    ]
+
+
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 def test_gradients_match_finite_differences(shared, bias):
-    g = torch.Generator().manual_seed(0)
-    E, B, F, H = 3, 5, 4, 2
-    x = torch.randn(*(() if shared else (E,)), B, F, generator=g, dtype=torch.float64)
-    w = torch.randn(E, F, H, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(E, 1, H, generator=g, dtype=torch.float64, requires_grad=True)
-    x.requires_grad_(True)
-    args = (x, w, b if bias else None)
-    assert torch.autograd.gradcheck(member_matmul, args)
+    x, w, b = gradcheck_inputs(shared, 0, E=3, B=5, F=4, H=2)
+    assert torch.autograd.gradcheck(member_matmul, (x, w, b if bias else None))
 
 
 def test_every_member_gets_its_own_gemm_bit_for_bit_and_autograds_gradients():
@@ -51,12 +55,7 @@ def test_every_member_gets_its_own_gemm_bit_for_bit_and_autograds_gradients():
 def test_linear_relu_gradients_match_finite_differences(shared, bias, keep):
     from nodescope.models.member_matmul import member_linear_relu
 
-    g = torch.Generator().manual_seed(2)
-    E, B, F, H = 3, 6, 4, 5
-    x = torch.randn(*(() if shared else (E,)), B, F, generator=g, dtype=torch.float64)
-    w = torch.randn(E, F, H, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(E, 1, H, generator=g, dtype=torch.float64, requires_grad=True)
-    x.requires_grad_(True)
+    x, w, b = gradcheck_inputs(shared, 2, E=3, B=6, F=4, H=5)
 
     def fn(x, w, b):
         out = member_linear_relu(x, w, b if bias else None, keep)

@@ -15,18 +15,21 @@ from __future__ import annotations
 import torch
 
 
+def _gemm_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b, e: int) -> None:
+    """out = x_e @ w[e] (+ b[e]) for member e; x shared (B, F) or per member (E, B, F)."""
+    x_e = x if x.dim() == 2 else x[e]
+    if b is None:
+        torch.mm(x_e, w[e], out=out)
+    else:
+        torch.addmm(b[e], x_e, w[e], out=out)
+
+
 class MemberMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        E, _, H = w.shape
-        shared = x.dim() == 2
-        out = x.new_empty(E, x.shape[-2], H)
-        for e in range(E):
-            x_e = x if shared else x[e]
-            if b is None:
-                torch.mm(x_e, w[e], out=out[e])
-            else:
-                torch.addmm(b[e], x_e, w[e], out=out[e])
+        out = x.new_empty(w.shape[0], x.shape[-2], w.shape[2])
+        for e in range(w.shape[0]):
+            _gemm_into(out[e], x, w, b, e)
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
         return out
@@ -66,16 +69,10 @@ class MemberLinearReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, keep: bool):
-        E, _, H = w.shape
-        shared = x.dim() == 2
-        h = x.new_empty(E, x.shape[-2], H)
-        z = x.new_empty(E, x.shape[-2], H) if keep else h
-        for e in range(E):
-            x_e = x if shared else x[e]
-            if b is None:
-                torch.mm(x_e, w[e], out=z[e])
-            else:
-                torch.addmm(b[e], x_e, w[e], out=z[e])
+        h = x.new_empty(w.shape[0], x.shape[-2], w.shape[2])
+        z = torch.empty_like(h) if keep else h
+        for e in range(w.shape[0]):
+            _gemm_into(z[e], x, w, b, e)
             torch.clamp_min(z[e], 0, out=h[e])  # torch.relu is clamp_min(z, 0)
         ctx.save_for_backward(x, w, h)
         ctx.has_bias, ctx.keep = b is not None, keep

@@ -121,8 +121,7 @@ class StackedMLP(nn.Module):
         return kinds
 
     def _linear(self, h: torch.Tensor, i: int) -> torch.Tensor:
-        w = self.weights[i]
-        b = self.biases[self.bias_of[i]] if i in self.bias_of else None
+        w, b = self.weights[i], self._bias(i)
         if h.dim() == 2 and not torch.is_grad_enabled():
             # evaluation with one input (B, F) shared by every member: a single GEMM
             out = _shared_input_matmul(h, w)
@@ -130,6 +129,9 @@ class StackedMLP(nn.Module):
         if self._per_member(h, i):
             return member_matmul(h, w, b)
         return torch.bmm(h, w) if b is None else torch.baddbmm(b, h, w)
+
+    def _bias(self, i: int) -> torch.Tensor | None:
+        return self.biases[self.bias_of[i]] if i in self.bias_of else None
 
     def _per_member(self, h: torch.Tensor, i: int) -> bool:
         """Whether layer i multiplies one member at a time: training on a shared input, so
@@ -173,8 +175,7 @@ class StackedMLP(nn.Module):
         preacts, acts = [], []
         for i in range(len(self.widths)):
             if self.activation == "relu" and not self.batch_norm and self._per_member(h, i):
-                b = self.biases[self.bias_of[i]] if i in self.bias_of else None
-                out = member_linear_relu(h, self.weights[i], b, keep)
+                out = member_linear_relu(h, self.weights[i], self._bias(i), keep)
                 z, h = out if keep else (None, out)
             else:
                 z = self._linear(h, i)
