@@ -48,10 +48,13 @@ from nodescope.metrics.sample_sets import activation_fraction, informativeness, 
 from nodescope.models.loss import n_outputs
 from nodescope.models.mlp import StackedMLP
 from nodescope.results.weights import member_sequential
+from nodescope.runner.allocator import keep_freed_memory
 from nodescope.runner.train import train_group
 from nodescope.spec import checkpoint_steps, plan
 from nodescope.spec.load import validate_dict
 from nodescope.spec.toml_io import dump_toml, read_toml
+
+keep_freed_memory()  # the glibc thresholds of `nodescope run` (runner/allocator.py)
 
 PROBES = ("activation_fraction", "predictability", "informativeness")
 

@@ -54,8 +54,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from baselines import _setup, best_in_process, group_of, largest_difference  # noqa: E402
 
 from nodescope.results.weights import member_sequential  # noqa: E402
+from nodescope.runner.allocator import keep_freed_memory  # noqa: E402
 from nodescope.runner.train import train_group  # noqa: E402
 from nodescope.spec import checkpoint_steps  # noqa: E402
+
+keep_freed_memory()  # the glibc thresholds of `nodescope run` (runner/allocator.py)
 
 PROBES = (
     "pattern_preactivation",  # (E, T, L, H, P)

@@ -26,10 +26,13 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch
 
+from nodescope.runner.allocator import keep_freed_memory
 from nodescope.runner.train import train_group
 from nodescope.spec import plan
 from nodescope.spec.load import validate_dict
 from nodescope.spec.size import parameters_per_member
+
+keep_freed_memory()  # the glibc thresholds of `nodescope run` (runner/allocator.py)
 
 
 def log_checkpoints(n: int) -> dict:

@@ -16,6 +16,7 @@ from rich.markup import escape
 from . import __version__
 from .errors import UserError
 from .reports.words import plural
+from .runner.allocator import keep_freed_memory
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     # kernel allows it: a fresh 60 MB activation costs 6 ms of page faults instead of 23
     # (docs/benchmarks.md). Read by torch at its first allocation; a user's setting wins.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    keep_freed_memory()
     args = build_parser().parse_args(argv)
     args.command_line = ["nodescope", *argv]
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .class_sums import class_counts_of
 from .sample_sets import is_on
 
 __all__ = [
@@ -297,9 +298,7 @@ def on_fractions(on: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torc
     """p_{l,i,c} = |{s ∈ S_c : ẑ^s_{l,i} = 1}| / N_c, float64 (E, H, C); NaN for empty
     classes. The paper's discrete estimate of P(z > 0 | c) (Sec. 5.1)."""
     labels = labels.to(device=on.device, dtype=torch.int64)
-    e, _, h = on.shape
-    counts = torch.zeros(e, h, n_classes, dtype=torch.float64, device=on.device)
-    counts.index_add_(2, labels, on.to(torch.float64).transpose(1, 2))
+    counts = class_counts_of(on, labels, n_classes).to(torch.float64)
     size = torch.bincount(labels, minlength=n_classes).to(torch.float64)
     return counts / size  # 0/0 -> NaN
 

@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from .class_sums import class_counts_of, class_sums
+
 __all__ = [
     "activation_fraction",
     "always_active",
@@ -57,13 +59,6 @@ def _check_labels(labels: torch.Tensor, n: int, n_classes: int) -> None:
         raise ValueError(
             f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]"
         )
-
-
-def _one_hot(labels: torch.Tensor, n_classes: int, device: torch.device) -> torch.Tensor:
-    """(N, C) float64 one-hot matrix of the labels."""
-    return torch.nn.functional.one_hot(labels.to(device=device, dtype=torch.int64), n_classes).to(
-        torch.float64
-    )
 
 
 def _check_table(name: str, t: torch.Tensor) -> None:
@@ -130,9 +125,9 @@ def class_on_counts(on: torch.Tensor, labels: torch.Tensor, n_classes: int) -> t
 
     |Ŝ⁽ᶜ⁾_{l,i}| = |{ s ∈ S_c : Ẑ^s_{l,i} = 1 }| = Σ_s Ẑ^s_{l,i} · [y_s = c],
 
-    computed as one matrix product of the on-table (E, N, H) with the one-hot labels
-    (N, C), with no loop over samples. Exact in float64 for chunks below 2⁵³ samples.
-    Call it per chunk of samples and sum the results.
+    computed as one matrix product of the one-hot labels (N, C) with the on-table
+    (E, N, H), with no loop over samples; exact (float32 below 2²⁴ samples, float64
+    above). Call it per chunk of samples and sum the results.
 
     Args:
         on: bool (E, N, H), Ẑ per member, sample and node.
@@ -141,9 +136,7 @@ def class_on_counts(on: torch.Tensor, labels: torch.Tensor, n_classes: int) -> t
     """
     _check_table("on", on)
     _check_labels(labels, on.shape[1], n_classes)
-    onehot = _one_hot(labels, n_classes, on.device)
-    counts = torch.einsum("enh,nc->ehc", on.to(torch.float64), onehot)
-    return counts.round().to(torch.int64)
+    return class_counts_of(on, labels, n_classes)
 
 
 def class_counts(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -379,8 +372,7 @@ def class_cost_sums(
     _check_labels(labels, on.shape[1], n_classes)
     grads = dl_da.to(torch.float64)
     masked = torch.where(on.to(device=grads.device, dtype=torch.bool), grads, 0.0)
-    onehot = _one_hot(labels, n_classes, grads.device)
-    return torch.einsum("enh,nc->ehc", masked, onehot)
+    return class_sums(masked, labels, n_classes)
 
 
 def node_cost(cost_sums: torch.Tensor, on_counts: torch.Tensor) -> torch.Tensor:

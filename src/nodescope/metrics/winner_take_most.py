@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .class_sums import class_sums
+
 
 def pattern_sums(z: torch.Tensor, patterns: torch.Tensor, n_patterns: int) -> torch.Tensor:
     """Σ_{s: p(s)=k} z^s_i for every member, node and pattern k: (E, B, H) -> (E, H, P) float64.
@@ -16,8 +18,7 @@ def pattern_sums(z: torch.Tensor, patterns: torch.Tensor, n_patterns: int) -> to
     Divided by the pattern counts this is the mean pre-activation μ_{i,k} of pattern k at
     node i (the curves of the paper's Figs. 2-4).
     """
-    onehot = torch.nn.functional.one_hot(patterns, n_patterns).to(torch.float64)
-    return torch.einsum("ebh,bp->ehp", z.to(torch.float64), onehot)
+    return class_sums(z.to(torch.float64), patterns, n_patterns)
 
 
 def accumulate_signs(

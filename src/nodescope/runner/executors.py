@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 from ..errors import UserError
+from .allocator import keep_freed_memory
 from .run import RunPlan, run_group_task
 
 ProgressFactory = Callable[[int, int], Callable]  # (group index, members) -> progress callback
@@ -83,7 +84,7 @@ def connect(scheduler: str | None, workers: int):
     import dask
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # see restore_malloc_thresholds
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # see allocator.keep_freed_memory
     dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
     cluster = distributed.LocalCluster(
         n_workers=workers,
@@ -98,24 +99,6 @@ def connect(scheduler: str | None, workers: int):
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def restore_malloc_thresholds() -> None:
-    """Undo the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set for their workers.
-
-    Setting it turns off glibc's dynamic mmap threshold, so every tensor above 128 kB is
-    a fresh mmap and page faults: training ran 2.2x slower inside such a worker
-    (bench/dask_workers.py). Fixed thresholds large enough for these tensors restore
-    the in-process speed."""
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
 
 
 def dask_group_task(
@@ -133,7 +116,7 @@ def dask_group_task(
     from distributed import get_worker
 
     worker = get_worker()
-    restore_malloc_thresholds()
+    keep_freed_memory()  # also undoes the nanny's MALLOC_TRIM_THRESHOLD_
     if threads:
         torch.set_num_threads(threads)
     if device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() > 1:

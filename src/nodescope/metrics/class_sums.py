@@ -1,0 +1,32 @@
+"""Per-class sums of a (member, sample, node) table: the one reduction every probe shares.
+
+Σ_s [y_s = c] · t[e, s, h] is one (C, N) × (E, N, H) product with the one-hot labels,
+written so that the table is read in its own layout: `torch.einsum("enh,nc->ehc")` first
+copied the table into an (E, H, N) order (6 ms for 3 × 4,096 × 80 float64 on a 2-core
+CPU, against 0.2 ms for the product below in float32).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Sums of 0/1 values are exact in float32 while every partial sum stays below 2^24.
+EXACT_FLOAT32_COUNT = 2**24
+
+
+def class_sums(table: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(E, N, H) table, (N,) integer labels -> (E, H, C) sums per class, in the table's dtype."""
+    onehot = torch.nn.functional.one_hot(labels.to(table.device, torch.int64), n_classes)
+    return torch.matmul(onehot.T.to(table.dtype), table).transpose(1, 2)
+
+
+def count_dtype(n_samples: int) -> torch.dtype:
+    """The narrowest float in which a count over n_samples 0/1 values is exact: converting
+    a bool table to float32 is also 18x faster than to float64 on the CPU."""
+    return torch.float32 if n_samples < EXACT_FLOAT32_COUNT else torch.float64
+
+
+def class_counts_of(on: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(E, N, H) bool -> (E, H, C) int64: Σ_s [y_s = c] · on[e, s, h], exact."""
+    counts = class_sums(on.to(count_dtype(on.shape[1])), labels, n_classes)
+    return counts.round().to(torch.int64)
