@@ -18,4 +18,3 @@ def test_without_mallopt_it_reports_false(monkeypatch):
 
     monkeypatch.setattr(allocator.ctypes, "CDLL", no_library)
     assert allocator.keep_freed_memory() is False
-

@@ -105,6 +105,9 @@ def test_accumulate_signs_of_a_full_batch_in_order_equal_the_indexed_sums():
     assert results[1][1][:, 0].tolist() == [3.0, 1.0, 3.0]
     assert results[1][0][1].tolist() == torch.sign(grad[1]).tolist()
     assert results[1][0][0, 1, 0] == 0.0
+    sums, counts = torch.zeros(E, N, H), torch.zeros(E, N)  # float64 gradients (a float64 run)
+    wtm.accumulate_signs(sums, counts, index, grad.double(), active, in_order=True)
+    assert torch.equal(sums, torch.sign(grad) * active.view(-1, 1, 1))
 
 
 def wtm_spec(tiny, **training):

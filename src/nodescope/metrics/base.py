@@ -68,7 +68,7 @@ class TrainStep:
     """One optimiser step as the training loop saw it (before the update)."""
 
     index: torch.Tensor  # (E, B) training-sample indices of each member's batch
-    fwd: Forward  # with per-layer preacts and acts
+    fwd: Forward  # with per-layer acts; no preacts (the ReLU wrote over them)
     grad_acts: list[torch.Tensor]  # per hidden layer (E, B, H_l): d(batch loss)/da
     active: torch.Tensor | None  # (E,) members that update this step (None: all)
     in_order: bool = False  # every member's batch is the whole split, in order (full batch)

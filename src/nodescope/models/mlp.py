@@ -168,11 +168,14 @@ class StackedMLP(nn.Module):
             return torch.sigmoid(z)
         return z
 
-    def forward(self, x: torch.Tensor, keep: bool = False, grad_acts: bool = False) -> Forward:
-        """x: (B, F) shared by all members, or (E, B, F). `keep` returns z and a per layer;
-        `grad_acts` makes the activations differentiable leaves of the output."""
+    def forward(
+        self, x: torch.Tensor, keep: bool = False, grad_acts: bool = False, acts: bool = False
+    ) -> Forward:
+        """x: (B, F) shared by all members, or (E, B, F). `keep` returns z and a per layer,
+        `acts` a alone (a ReLU then writes over its z); `grad_acts` makes the activations
+        differentiable leaves of the output."""
         h = x
-        preacts, acts = [], []
+        preacts, activations = [], []
         for i in range(len(self.widths)):
             if self.activation == "relu" and not self.batch_norm and self._per_member(h, i):
                 out = member_linear_relu(h, self.weights[i], self._bias(i), keep)
@@ -186,5 +189,6 @@ class StackedMLP(nn.Module):
                 h.requires_grad_(True)
             if keep:
                 preacts.append(z)
-                acts.append(h)
-        return Forward(self._linear(h, len(self.widths)), preacts, acts)
+            if keep or acts:
+                activations.append(h)
+        return Forward(self._linear(h, len(self.widths)), preacts, activations)

@@ -287,7 +287,7 @@ def train_group(
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
             x = train.range_inputs(0, n) if full_batch else train.inputs(index)
-            fwd = model(x, keep=watch_steps)
+            fwd = model(x, acts=watch_steps)  # the step probes read dL/da only
             loss = per_sample_loss(fwd.out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
             grad_acts = [None] * len(fwd.acts)
