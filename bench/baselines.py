@@ -19,6 +19,7 @@ running one baseline. Run:
     python bench/baselines.py                 # the two slices of the performance issue
     python bench/baselines.py --seeds 9 --depth 1 --width 20 --epochs 2 [--loss mse]
     python bench/baselines.py --larger --epochs 3  # both losses, widths 20 and 80
+    python bench/baselines.py --float64-cost       # float64 against float32, each
 
 Needs MNIST (`nodescope fetch mnist`).
 """
@@ -351,6 +352,26 @@ def whole_process(name: str, spec: dict, device, repeat: int) -> tuple[float, fl
     return best, peak
 
 
+def float64_cost(slices, epochs: int, device, repeat: int) -> None:
+    """Each implementation's float64 time over its float32 time, in process, against the
+    same ratio for a large matmul: what float64 must cost where the arithmetic is the
+    limit (half as many numbers per vector register)."""
+    from scaling import matmul_ceiling
+
+    ceiling = {d: matmul_ceiling(dtype=getattr(torch, d)) for d in ("float32", "float64")}
+    print(f"2048^3 matmul: float64 {ceiling['float32'] / ceiling['float64']:.2f}x float32")
+    for seeds, depth, width, loss in slices:
+        specs = [slice_spec(seeds, depth, width, epochs, dtype=d, loss=loss) for d in DTYPES]
+        (t32, t64), _ = best_in_process([group_of(s) for s in specs], device, repeat)
+        print(f"{seeds} seeds x {depth}x{width}, {loss}, {epochs} epochs, float32 / float64:")
+        for name in IMPLEMENTATIONS:
+            cost = f"{t64[name] / t32[name]:.2f}x"
+            print(f"  {name:<10} {t32[name]:6.1f} s {t64[name]:6.1f} s   float64 costs {cost}")
+
+
+DTYPES = ("float32", "float64")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int)
@@ -360,6 +381,9 @@ def main() -> None:
     ap.add_argument("--loss", choices=["ce", "mse"], default="ce")
     ap.add_argument("--larger", action="store_true", help="3 seeds x 2x{20,80} x {ce,mse}")
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs")
+    ap.add_argument(
+        "--float64-cost", action="store_true", help="float64 against float32, in process"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", choices=list(IMPLEMENTATIONS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -377,6 +401,9 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, {device}")
     print(f"torch threads: {threads}; best of {args.repeat}")
+    if args.float64_cost:
+        float64_cost(slices, args.epochs, device, args.repeat)
+        return
     for seeds, depth, width, loss in slices:
         spec = slice_spec(seeds, depth, width, args.epochs, loss=loss)
         (times,), (values,) = best_in_process([group_of(spec)], device, args.repeat)

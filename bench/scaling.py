@@ -67,8 +67,9 @@ def seconds(d: dict) -> float:
     return time.perf_counter() - start
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_ceiling(n: int = 2048, repeats: int = 10, dtype=torch.float32) -> float:
+    """FLOP/s of an n x n matmul: the machine's practical ceiling for this dtype."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
