@@ -352,6 +352,9 @@ def whole_process(name: str, spec: dict, device, repeat: int) -> tuple[float, fl
     return best, peak
 
 
+DTYPES = ("float32", "float64")
+
+
 def float64_cost(slices, epochs: int, device, repeat: int) -> None:
     """Each implementation's float64 time over its float32 time, in process, against the
     same ratio for a large matmul: what float64 must cost where the arithmetic is the
@@ -367,9 +370,6 @@ def float64_cost(slices, epochs: int, device, repeat: int) -> None:
         for name in IMPLEMENTATIONS:
             cost = f"{t64[name] / t32[name]:.2f}x"
             print(f"  {name:<10} {t32[name]:6.1f} s {t64[name]:6.1f} s   float64 costs {cost}")
-
-
-DTYPES = ("float32", "float64")
 
 
 def main() -> None:
