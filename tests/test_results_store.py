@@ -53,6 +53,45 @@ def test_open_is_lazy_and_a_selection_reads_only_its_group(three_groups, monkeyp
     assert values.sel(layer=2).notnull().any()  # the depth-2 member's second layer
 
 
+def test_results_that_fit_in_memory_read_at_once_equal_the_lazy_ones(three_groups, monkeypatch):
+    """Reports read small results whole, without dask: the same Dataset, padding included
+    (depth-1 members have NaN in layer 2; integer and boolean variables padded to float)."""
+    from nodescope.runner.store import open_run
+
+    lazy_ds = open_run(three_groups)
+    opened = []
+    original = lazy._read_padded
+    monkeypatch.setattr(lazy, "_read_padded", lambda p, s: opened.append(p) or original(p, s))
+    eager = open_run(three_groups, load_below=2**30)
+    assert len(opened) == 3  # one open per group file
+    assert not any(v.chunks for v in eager.variables.values())
+    xr_testing = pytest.importorskip("xarray.testing")
+    xr_testing.assert_identical(eager, lazy_ds.compute())
+    assert eager.activation_fraction.sel(width=8, layer=2).isnull().all()
+    assert any(lazy_ds[name].chunks for name in lazy_ds.data_vars)
+    assert open_run(three_groups, load_below=1000).activation_fraction.chunks  # too big
+
+
+def test_building_results_leaves_dask_array_unimported_until_used():
+    """xarray looks dask.array up on its first Variable; nodescope defers that import
+    until dask.array is imported, after which xarray's dask handling is whole again."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy, nodescope, xarray as xr\n"
+        "xr.Dataset({'a': ('x', numpy.arange(3.0))}).mean()\n"
+        "assert 'dask.array' not in sys.modules\n"
+        "import dask.array as da\n"
+        "from xarray.namedarray.pycompat import array_type\n"
+        "assert array_type('dask') == (da.Array,)\n"
+        "lazy = xr.DataArray(da.zeros(4, chunks=2), dims='x')\n"
+        "assert 'dask.array' in repr(lazy) and lazy.chunks == ((2, 2),)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_layer_width_and_node_flags_explain_themselves(three_groups):
     ds = nodescope.open(three_groups)
     assert ds.layer_width.dtype.kind == "i"

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import accessor  # noqa: F401  registers ds.ns
+from .results.dask_lookup import defer_dask_import
+
+defer_dask_import()  # xarray imports dask.array only where dask arrays are used
 
 __version__ = "0.1.0"
 

@@ -148,11 +148,14 @@ def _open_for_reports(run_dir, sel: list[str] = ()):
     """The results (narrowed to `--sel`), loaded into memory when they fit: panels and
     figures read every variable many times, which would re-read the files of a lazy
     Dataset each time."""
-    from . import open as open_run
     from .reports.selection import select
+    from .runner.store import open_run
 
-    ds = select(open_run(run_dir), list(sel or ()))
-    if ds.nbytes > IN_MEMORY_LIMIT:
+    # a narrowing selection reads only what it keeps, lazily; whole results that fit are
+    # read at once, without dask (whose import alone is 0.3 s)
+    ds = open_run(run_dir, load_below=None if sel else IN_MEMORY_LIMIT)
+    ds = select(ds, list(sel or ()))
+    if ds.nbytes > IN_MEMORY_LIMIT or not any(v.chunks for v in ds.variables.values()):
         return ds
     # dask's synchronous scheduler, passed as a function: naming any scheduler makes dask
     # import dask.distributed (0.3 s) to look for a client; the reads share one lock anyway

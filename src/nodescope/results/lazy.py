@@ -1,4 +1,5 @@
-"""Group files opened lazily: coordinates now, every data variable as one dask chunk.
+"""Group files opened lazily: coordinates now, every data variable as one dask chunk
+(or, for results small enough to load whole, read at once without dask).
 
 Each chunk opens the file, reads its variable and closes it again, under one process-wide
 lock. No file handle outlives a read, so nothing depends on xarray's shared per-path file
@@ -49,7 +50,16 @@ def read_variable(path: str, name: str) -> np.ndarray:
 
 
 def _padded(path: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    values = read_variable(path, name)
+    return _pad(read_variable(path, name), shape)
+
+
+def _read_padded(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Every data variable of the file in one open, each padded to its shape."""
+    with NETCDF_LOCK, xr.open_dataset(path, engine="netcdf4", cache=False) as ds:
+        return {name: _pad(ds[name].values, shape) for name, shape in shapes.items()}
+
+
+def _pad(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if values.shape == shape:
         return values
     if values.dtype.kind in "iub":
@@ -69,15 +79,13 @@ def _pad_coordinate(var: xr.Variable, sizes: dict[str, int]) -> xr.Variable:
     return xr.Variable(var.dims, np.pad(var.values, widths, constant_values=fill), var.attrs)
 
 
-def open_lazy(path: str | Path, found: dict | None = None, sizes: dict | None = None):
-    """The file's Dataset with eager coordinates and dask-backed data variables; the
-    dimensions in PADDED are padded to `sizes` (NaN; 0 for integer coordinates).
-    `found` is the file's read_layout, when already read."""
-    import dask  # here: a run that only writes should not pay dask's import
-    import dask.array as da
-
+def open_lazy(
+    path: str | Path, found: dict | None = None, sizes: dict | None = None, eager: bool = False
+):
+    """The file's Dataset with eager coordinates and dask-backed data variables (numpy
+    ones, read now, if `eager`); the dimensions in PADDED are padded to `sizes` (NaN; 0
+    for integer coordinates). `found` is the file's read_layout, when already read."""
     path = str(path)
-    token = f"{path}-{Path(path).stat().st_mtime_ns}"
     found = found or read_layout(path)
     sizes = {d: n for d, n in (sizes or {}).items() if d in PADDED}
     coords = {}
@@ -86,15 +94,45 @@ def open_lazy(path: str | Path, found: dict | None = None, sizes: dict | None = 
             coords[name] = xr.Variable(name, PADDED[name](sizes[name]), var.attrs)
         else:
             coords[name] = _pad_coordinate(var, sizes)
-    variables = {}
-    for name, (dims, shape, dtype, attrs) in found["layout"].items():
-        want = tuple(sizes.get(d, n) for d, n in zip(dims, shape, strict=True))
+    layout = found["layout"]
+    wants = {name: padded_shape(dims, shape, sizes) for name, (dims, shape, *_) in layout.items()}
+    arrays = _read_padded(path, wants) if eager else _dask_arrays(path, found, wants)
+    variables = {
+        name: xr.Variable(dims, arrays[name], attrs=attrs)
+        for name, (dims, _, _, attrs) in layout.items()
+    }
+    return xr.Dataset(variables, coords=coords, attrs=found["attrs"])
+
+
+def padded_shape(dims: tuple[str, ...], shape: tuple[int, ...], sizes: dict) -> tuple[int, ...]:
+    return tuple(sizes.get(d, n) for d, n in zip(dims, shape, strict=True))
+
+
+def _dask_arrays(path: str, found: dict, wants: dict[str, tuple[int, ...]]) -> dict:
+    import dask  # here: a run that only writes should not pay dask's import
+    import dask.array as da
+
+    token = f"{path}-{Path(path).stat().st_mtime_ns}"
+    arrays = {}
+    for name, (_, shape, dtype, _) in found["layout"].items():
+        want = wants[name]
         if want != shape and dtype.kind in "iub":
             dtype = np.dtype(np.float64)
         chunk = dask.delayed(_padded, pure=True)(path, name, want)
-        array = da.from_delayed(chunk, shape=want, dtype=dtype, name=f"ns-{token}-{name}")
-        variables[name] = xr.Variable(dims, array, attrs=attrs)
-    return xr.Dataset(variables, coords=coords, attrs=found["attrs"])
+        arrays[name] = da.from_delayed(chunk, shape=want, dtype=dtype, name=f"ns-{token}-{name}")
+    return arrays
+
+
+def padded_nbytes(layouts: list[dict], sizes: dict[str, int]) -> int:
+    """Bytes of the files' data variables once padded to `sizes` (integers that need
+    padding become float64)."""
+    total = 0
+    for found in layouts:
+        for dims, shape, dtype, _ in found["layout"].values():
+            want = padded_shape(dims, shape, sizes)
+            itemsize = 8 if want != shape and dtype.kind in "iub" else dtype.itemsize
+            total += int(np.prod(want, dtype=np.int64)) * itemsize
+    return total
 
 
 def padded_sizes(layouts: list[dict]) -> dict[str, int]:

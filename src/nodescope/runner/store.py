@@ -183,10 +183,11 @@ def _missing_note(missing: list[Group], n_groups: int) -> str:
     return f"{len(missing)} of {n_groups} groups not stored yet ({shown})"
 
 
-def open_run(run_dir: str | Path) -> xr.Dataset:
+def open_run(run_dir: str | Path, load_below: int | None = None) -> xr.Dataset:
     """All groups of a results folder as one Dataset with the sweep axes as dimensions.
 
-    Lazy: variables are dask arrays with one chunk per group file, read when used.
+    Lazy: variables are dask arrays with one chunk per group file, read when used; but
+    read into memory now, without dask, when they take at most `load_below` bytes.
     Only the files of the folder's current spec are read; groups not stored yet are
     named in the attribute `partial`.
     """
@@ -217,11 +218,12 @@ def open_run(run_dir: str | Path) -> xr.Dataset:
             f"{run_dir}: no results (group-*.nc) found; run `nodescope run SPEC` first "
             "or check the folder"
         )
-    from ..results.lazy import open_lazy, padded_sizes
+    from ..results.lazy import open_lazy, padded_nbytes, padded_sizes
 
     layouts = [_read_layout(f) for f in files]
     sizes = padded_sizes(layouts)
-    parts = [open_lazy(f, found, sizes) for f, found in zip(files, layouts, strict=True)]
+    eager = load_below is not None and padded_nbytes(layouts, sizes) <= load_below
+    parts = [open_lazy(f, found, sizes, eager) for f, found in zip(files, layouts, strict=True)]
     wall = sum(float(p.attrs.get("wall_time_s", 0.0)) for p in parts)
     ds = (
         parts[0]
