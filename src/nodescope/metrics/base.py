@@ -47,6 +47,12 @@ class ProbeContext:
     def max_width(self) -> int:
         return max(self.widths)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the group's data and activations live: probes sum there, chunk by chunk,
+        and copy to the host once per checkpoint (a copy per chunk would make a GPU wait)."""
+        return next(iter(self.data.splits.values())).x.device
+
     def default_eval_split(self) -> str:
         return "val" if "val" in self.data.splits else "test"
 

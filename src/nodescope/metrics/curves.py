@@ -18,8 +18,8 @@ class CurvesProbe(Probe):
         super().__init__(options, ctx)
         self.split_names = [s for s in options.splits if s in ctx.data.splits]
         shape = (ctx.n_members, len(self.split_names), ctx.n_checkpoints)
-        self.loss_sum = np.zeros(shape)
-        self.correct = np.zeros(shape)
+        self.loss_sum = torch.zeros(shape, dtype=torch.float64, device=ctx.device)
+        self.correct = torch.zeros(shape, dtype=torch.int64, device=ctx.device)
         self.count = np.zeros(shape)
 
     def splits(self) -> set[str]:
@@ -29,15 +29,15 @@ class CurvesProbe(Probe):
         if batch.split not in self.split_names:
             return
         i = self.split_names.index(batch.split)
-        self.loss_sum[:, i, ck] += batch.loss.sum(1, dtype=torch.float64).cpu().numpy()
-        self.correct[:, i, ck] += batch.correct.sum(1).cpu().numpy()
+        self.loss_sum[:, i, ck] += batch.loss.sum(1, dtype=torch.float64)
+        self.correct[:, i, ck] += batch.correct.sum(1)
         self.count[:, i, ck] += batch.loss.shape[1]
 
     def results(self):
         dims = ("member", "split", "epoch")
         with np.errstate(invalid="ignore"):
-            loss = self.loss_sum / self.count
-            acc = self.correct / self.count
+            loss = self.loss_sum.cpu().numpy() / self.count
+            acc = self.correct.cpu().numpy() / self.count
         coords = {"split": self.split_names}
         return {
             "loss": variable(

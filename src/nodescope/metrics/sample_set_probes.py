@@ -33,11 +33,14 @@ class ActivationFractionProbe(Probe):
         self.labels = ctx.data.splits[self.split].labels
         self.class_counts = sample_sets.class_counts(self.labels.cpu(), ctx.n_classes)
         self.on_counts = [
-            torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.int64) for h in ctx.widths
+            torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.int64, device=ctx.device)
+            for h in ctx.widths
         ]
         self.fraction = self._empty(DIMS_CLASS)
         self.outputs = n_outputs(ctx.loss, ctx.n_classes) if options.output_layer else 0
-        self.output_counts = torch.zeros(ctx.n_members, self.outputs, ctx.n_classes).long()
+        self.output_counts = torch.zeros(
+            ctx.n_members, self.outputs, ctx.n_classes, dtype=torch.int64, device=ctx.device
+        )
         self.output_fraction = np.full(
             (ctx.n_members, ctx.n_checkpoints, self.outputs, ctx.n_classes), np.nan
         )
@@ -63,26 +66,25 @@ class ActivationFractionProbe(Probe):
             on = self.node_on(z.detach())
             self.on_counts[layer] += sample_sets.class_on_counts(
                 on, batch.labels, self.ctx.n_classes
-            ).cpu()
+            )
             self.update_layer(ck, layer, batch, on)
         if self.outputs:
             on = cooperating.output_on(batch.fwd.out.detach(), self.ctx.loss)
-            self.output_counts += sample_sets.class_on_counts(
-                on, batch.labels, self.ctx.n_classes
-            ).cpu()
+            self.output_counts += sample_sets.class_on_counts(on, batch.labels, self.ctx.n_classes)
 
     def update_layer(self, ck: int, layer: int, batch: EvalBatch, on: torch.Tensor) -> None:
         """Hook for subclasses: one layer's on-states (E, B, H) of one chunk."""
 
     def finish_checkpoint(self, ck: int) -> None:
-        for layer, counts in enumerate(self.on_counts):
+        for layer, on_device in enumerate(self.on_counts):
+            counts = on_device.cpu()
             h = counts.shape[1]
             frac = sample_sets.activation_fraction(counts, self.class_counts)
             self.fraction[:, ck, layer, :h] = frac.numpy()
             self.finish_layer(ck, layer, counts)
-            counts.zero_()
+            on_device.zero_()
         if self.outputs:
-            frac = sample_sets.activation_fraction(self.output_counts, self.class_counts)
+            frac = sample_sets.activation_fraction(self.output_counts.cpu(), self.class_counts)
             self.output_fraction[:, ck] = frac.numpy()
             self.output_counts.zero_()
 
@@ -144,10 +146,11 @@ class SampleSetsProbe(ActivationFractionProbe):
             else None
         )
         self.churn_counts = [
-            torch.zeros(2, ctx.n_members, h, dtype=torch.int64) for h in ctx.widths
+            torch.zeros(2, ctx.n_members, h, dtype=torch.int64, device=device) for h in ctx.widths
         ]
         self.cost_sums = [
-            torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.float64) for h in ctx.widths
+            torch.zeros(ctx.n_members, h, ctx.n_classes, dtype=torch.float64, device=device)
+            for h in ctx.widths
         ]
 
     def update_layer(self, ck, layer, batch, on):
@@ -155,13 +158,13 @@ class SampleSetsProbe(ActivationFractionProbe):
             previous = self.prev_on[layer][:, batch.index]
             if ck > 0:
                 entered, left = sample_sets.churn(previous, on)
-                self.churn_counts[layer][0] += entered.cpu()
-                self.churn_counts[layer][1] += left.cpu()
+                self.churn_counts[layer][0] += entered
+                self.churn_counts[layer][1] += left
             self.prev_on[layer][:, batch.index] = on
         if self.needs_dl_da:
             self.cost_sums[layer] += sample_sets.class_cost_sums(
                 batch.dl_da[layer], on, batch.labels, self.ctx.n_classes
-            ).cpu()
+            )
 
     def finish_layer(self, ck, layer, counts):
         h = counts.shape[1]
@@ -171,11 +174,12 @@ class SampleSetsProbe(ActivationFractionProbe):
         self.dead[:, ck, layer, :h] = sample_sets.dead(counts, cc).numpy()
         self.always_active[:, ck, layer, :h] = sample_sets.always_active(counts, cc).numpy()
         if self.prev_on is not None and ck > 0:
-            self.entered[:, ck, layer, :h] = self.churn_counts[layer][0].numpy()
-            self.left[:, ck, layer, :h] = self.churn_counts[layer][1].numpy()
+            entered, left = self.churn_counts[layer].cpu()
+            self.entered[:, ck, layer, :h] = entered.numpy()
+            self.left[:, ck, layer, :h] = left.numpy()
         self.churn_counts[layer].zero_()
         if self.needs_dl_da:
-            cost = sample_sets.node_cost(self.cost_sums[layer], counts)
+            cost = sample_sets.node_cost(self.cost_sums[layer].cpu(), counts)
             self.node_cost[:, ck, layer, :h] = cost.numpy()
             self.cost_sums[layer].zero_()
 

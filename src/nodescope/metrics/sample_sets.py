@@ -55,7 +55,10 @@ def _check_labels(labels: torch.Tensor, n: int, n_classes: int) -> None:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if n_classes < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+    # The range is read on the host only for CPU labels: on a GPU the read would stall
+    # every eval chunk, and the one-hot scatter's device-side check guards it (as in torch).
+    on_host = labels.device.type == "cpu"
+    if on_host and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ValueError(
             f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]"
         )

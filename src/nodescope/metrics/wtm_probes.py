@@ -44,7 +44,8 @@ class PatternPreactivationProbe(Probe):
         self.n_patterns = len(pattern_classes(ctx))
         self.counts = torch.bincount(patterns.cpu(), minlength=self.n_patterns).double()
         self.sums = [
-            torch.zeros(ctx.n_members, h, self.n_patterns, dtype=torch.float64) for h in ctx.widths
+            torch.zeros(ctx.n_members, h, self.n_patterns, dtype=torch.float64, device=ctx.device)
+            for h in ctx.widths
         ]
         shape = (ctx.n_members, ctx.n_checkpoints, len(ctx.widths), ctx.max_width)
         self.means = np.full((*shape, self.n_patterns), np.nan)
@@ -55,11 +56,11 @@ class PatternPreactivationProbe(Probe):
     def update(self, ck: int, batch: EvalBatch) -> None:
         patterns = self.ctx.data.splits[self.split].patterns[batch.index]
         for layer, z in enumerate(batch.fwd.preacts):
-            self.sums[layer] += wtm.pattern_sums(z.detach(), patterns, self.n_patterns).cpu()
+            self.sums[layer] += wtm.pattern_sums(z.detach(), patterns, self.n_patterns)
 
     def finish_checkpoint(self, ck: int) -> None:
         for layer, sums in enumerate(self.sums):
-            self.means[:, ck, layer, : sums.shape[1]] = (sums / self.counts).numpy()
+            self.means[:, ck, layer, : sums.shape[1]] = (sums.cpu() / self.counts).numpy()
             sums.zero_()
 
     def results(self):

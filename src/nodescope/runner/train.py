@@ -22,6 +22,7 @@ from ..results.weights import WeightSnapshots
 from ..spec import Group, checkpoint_steps
 from ..spec.checkpoints import weight_steps
 from .divergence import mask_diverged
+from .loss_readout import LossReadout
 from .resume import StateFile, object_state
 
 Progress = Callable[..., None]  # (step, total_steps, mean loss, phase="training")
@@ -272,6 +273,7 @@ def train_group(
             progress(0, total, last_loss, "first checkpoint")
         checkpoint(0)
     model.train()
+    readout = LossReadout(device, last_loss)
     # A full batch holds every sample, so its order changes nothing but float rounding:
     # every member takes the samples in order, and members that see the same inputs share
     # one (B, F) block instead of a gathered (E, B, F) copy per step.
@@ -305,7 +307,7 @@ def train_group(
             if step in ck_of:
                 checkpoint(step)
             if progress and (step % 10 == 0 or step == total):
-                last_loss = float(loss.detach().mean())
+                last_loss = readout.read(loss.detach())
                 progress(step, total, last_loss)
         rules.check_divergence(epoch_loss, epoch + 1)
         rules.end_of_epoch(epoch + 1)
