@@ -79,7 +79,7 @@ def _pad_coordinate(var: xr.Variable, sizes: dict[str, int]) -> xr.Variable:
     return xr.Variable(var.dims, np.pad(var.values, widths, constant_values=fill), var.attrs)
 
 
-def open_lazy(
+def open_padded(
     path: str | Path, found: dict | None = None, sizes: dict | None = None, eager: bool = False
 ):
     """The file's Dataset with eager coordinates and dask-backed data variables (numpy
