@@ -17,7 +17,7 @@ class LossReadout:
         self.value = value
         self._cuda = device.type == "cuda"
         if self._cuda:
-            self._host = torch.zeros((), dtype=torch.float64, pin_memory=True)
+            self._host: torch.Tensor | None = None  # pinned, in the loss's dtype
             self._copied = torch.cuda.Event()
             self._pending = False
 
@@ -30,7 +30,11 @@ class LossReadout:
             self.value = float(self._host)
             self._pending = False
         if not self._pending:
-            self._host.copy_(loss.mean(), non_blocking=True)
+            mean = loss.mean()
+            if self._host is None or self._host.dtype != mean.dtype:
+                # same dtype on both sides: a converting copy would not be asynchronous
+                self._host = torch.empty((), dtype=mean.dtype, pin_memory=True)
+            self._host.copy_(mean, non_blocking=True)
             self._copied.record()
             self._pending = True
         return self.value
