@@ -25,9 +25,13 @@ from nodescope.spec.load import validate_dict
 
 HOST_READS = {
     *("item", "tolist", "cpu", "numpy", "__array__", "__bool__", "__float__", "__int__"),
-    *("__index__", "nonzero", "argwhere", "masked_select", "unique"),
-    *("tensor", "as_tensor", "from_numpy"),  # host data copied to the device
+    *("__index__", "__repr__", "__format__", "equal", "allclose"),
+    *("nonzero", "argwhere", "masked_select", "unique", "bincount"),  # output size from data
+    *("tensor", "as_tensor"),  # host data copied to the device
 }
+# Not seen here: copies whose source or destination is a CPU tensor only on a GPU run
+# (`.to(other.device)`, `host.copy_(t)`); `.to("cpu")` is seen, and bench/gpu/syncs.py
+# counts the real waits on a GPU.
 # Reads that happen only for CPU tensors: label validation in sample_sets, and the progress
 # loss, which a GPU copies asynchronously (runner/loss_readout.py).
 CPU_ONLY_FUNCTIONS = {"_check_labels"}
@@ -58,6 +62,11 @@ class HostReads(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name == "to":
             read = "cpu" in (*args[1:], kwargs.get("device"))
+        elif name == "where":  # where(cond) is nonzero(cond)
+            read = len(args) + len(kwargs) == 1
+        elif name == "repeat_interleave":  # tensor repeats: the output size is their sum
+            read = isinstance(args[1] if len(args) > 1 else kwargs.get("repeats"), torch.Tensor)
+            read = read and kwargs.get("output_size") is None
         elif name in ("__getitem__", "__setitem__"):  # a boolean mask needs its nonzero count
             index = args[1] if isinstance(args[1], tuple) else (args[1],)
             read = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
@@ -133,3 +142,4 @@ def test_cuda_loss_readout_shows_the_latest_copy_that_arrived():
     assert readout.read(loss * 2) == 2.0  # the first copy has arrived; the second is sent
     torch.cuda.synchronize()
     assert readout.read(loss) == 4.0
+    assert readout.settle() == 2.0  # waits for the copy just sent

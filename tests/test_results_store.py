@@ -72,6 +72,35 @@ def test_results_that_fit_in_memory_read_at_once_equal_the_lazy_ones(three_group
     assert open_run(three_groups, load_below=1000).activation_fraction.chunks  # too big
 
 
+def test_the_size_bound_for_reading_at_once_covers_partial_grids_and_joins(tiny, tmp_path):
+    """A 2 x 2 width x depth grid with its off-diagonal groups missing unstacks to the
+    whole grid (NaN where missing), and groups with different epochs join on the union of
+    their epochs: the bound that decides on reading at once must cover both."""
+    from nodescope.results.lazy import combined_nbytes, padded_sizes, read_layout
+    from nodescope.runner.store import open_run
+
+    tiny["sweep"] = {"model.width": [8, 16], "model.depth": [1, 2], "training.epochs": [2, 3]}
+    tiny["sweep"]["zip"] = [["model.depth", "training.epochs"]]
+    assert run(tmp_path, tiny) == 0
+    folder = tmp_path / "run"
+    for name in ("group-001.nc", "group-002.nc"):
+        (folder / name).unlink()
+    files = sorted(folder.glob("group-*.nc"))
+    layouts = [read_layout(f) for f in files]
+    bound = combined_nbytes(layouts, padded_sizes(layouts))
+    combined = open_run(folder)
+    assert "partial" in combined.attrs
+    data_bytes = sum(v.nbytes for v in combined.data_vars.values())
+    stored = sum(
+        np.prod(shape) * dtype.itemsize
+        for f in layouts
+        for _, shape, dtype, _ in f["layout"].values()
+    )
+    assert data_bytes > stored  # the grid and the join grew it
+    assert bound >= data_bytes
+    assert open_run(folder, load_below=bound).identical(combined.compute())
+
+
 def test_building_results_leaves_dask_array_unimported_until_used():
     """xarray looks dask.array up on its first Variable; nodescope defers that import
     until dask.array is imported, after which xarray's dask handling is whole again."""

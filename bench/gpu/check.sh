@@ -12,7 +12,7 @@ step() { # name, seconds, command...
     local name=$1 limit=$2 start=$SECONDS
     shift 2
     echo "== $name (at most ${limit} s)"
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
     tail -n 30 "$OUT/$name.log"
     echo "== $name: exit $rc after $((SECONDS - start)) s"

@@ -44,6 +44,8 @@ def syncs(batch_size: int, eval_chunk: int) -> Counter[str]:
     where: Counter[str] = Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return
         ours = [f for f in traceback.extract_stack() if "/src/nodescope/" in f.filename]
         frame = f"{ours[-1].filename.split('/src/')[-1]}:{ours[-1].lineno}" if ours else "?"
         where[frame] += 1
@@ -64,12 +66,13 @@ def main() -> int:
         print("needs CUDA")
         return 0
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    syncs(40, 50)  # warm-up: one-time waits (CUDA context, first kernels) happen here
     few, many = syncs(40, 50), syncs(10, 20)
     print(f"host synchronisations: {sum(few.values())} (few steps), {sum(many.values())} (4x)")
     for line in sorted(few.keys() | many.keys()):
-        grows = "  GROWS" if many[line] != few[line] else ""
+        grows = "  GROWS" if many[line] > few[line] else ""
         print(f"  {few[line]:5d} {many[line]:5d}  {line}{grows}")
-    return 1 if any(many[k] != few[k] for k in many.keys() | few.keys()) else 0
+    return 1 if any(many[k] > few[k] for k in many) else 0
 
 
 if __name__ == "__main__":

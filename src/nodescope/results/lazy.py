@@ -13,6 +13,8 @@ without a reindex of every variable (which costs more than the reads themselves)
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 from pathlib import Path
 
@@ -123,16 +125,27 @@ def _dask_arrays(path: str, found: dict, wants: dict[str, tuple[int, ...]]) -> d
     return arrays
 
 
-def padded_nbytes(layouts: list[dict], sizes: dict[str, int]) -> int:
-    """Bytes of the files' data variables once padded to `sizes` (integers that need
-    padding become float64)."""
-    total = 0
+def combined_nbytes(layouts: list[dict], sizes: dict[str, int]) -> int:
+    """At most the bytes of the files' data variables once combined as `open_run` does:
+    each over the grid of the sweep values present (what the unstack builds, a partial
+    grid included), every other dimension over the union of its coordinate values (what
+    the outer join builds) or its padded size, 8 bytes a value."""
+    sweep_dims = json.loads(layouts[0]["attrs"].get("sweep_dims", "[]"))
+    values: dict[str, set] = {}
+    lengths: dict[str, int] = {}
     for found in layouts:
-        for dims, shape, dtype, _ in found["layout"].values():
-            want = padded_shape(dims, shape, sizes)
-            itemsize = 8 if want != shape and dtype.kind in "iub" else dtype.itemsize
-            total += int(np.prod(want, dtype=np.int64)) * itemsize
-    return total
+        for name, var in found["coords"].items():
+            if name in sweep_dims or var.dims == (name,):
+                values.setdefault(name, set()).update(np.asarray(var.values).ravel().tolist())
+        for dims, shape, _, _ in found["layout"].values():
+            for d, n in zip(dims, shape, strict=True):
+                lengths[d] = max(lengths.get(d, 0), n)
+    members = sum(f["coords"]["member"].shape[0] for f in layouts if "member" in f["coords"])
+    grid = math.prod(len(values[d]) for d in sweep_dims if d in values) or members
+    size = {d: sizes.get(d, len(values.get(d, ())) or n) for d, n in lengths.items()}
+    size["member"] = max(grid, members)
+    shapes = {name: dims for found in layouts for name, (dims, *_) in found["layout"].items()}
+    return sum(8 * math.prod(size[d] for d in dims) for dims in shapes.values())
 
 
 def padded_sizes(layouts: list[dict]) -> dict[str, int]:

@@ -15,6 +15,7 @@ import torch
 class LossReadout:
     def __init__(self, device: torch.device, value: float = float("nan")) -> None:
         self.value = value
+        self._device = device
         self._cuda = device.type == "cuda"
         if self._cuda:
             self._host: torch.Tensor | None = None  # pinned, in the loss's dtype
@@ -35,6 +36,15 @@ class LossReadout:
                 # same dtype on both sides: a converting copy would not be asynchronous
                 self._host = torch.empty((), dtype=mean.dtype, pin_memory=True)
             self._host.copy_(mean, non_blocking=True)
-            self._copied.record()
+            # the stream of the loss's GPU, which need not be the current device's
+            self._copied.record(torch.cuda.current_stream(self._device))
             self._pending = True
+        return self.value
+
+    def settle(self) -> float:
+        """The last loss sent, waiting for it once (at the end of training)."""
+        if self._cuda and self._pending:
+            self._copied.synchronize()
+            self.value = float(self._host)
+            self._pending = False
         return self.value

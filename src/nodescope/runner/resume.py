@@ -23,7 +23,7 @@ from ..results.integrity import damage, sidecar, write_file_atomic
 from ..spec import Group
 
 STATE_DIR = "state"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: probe sums are tensors on the device (1: numpy arrays)
 
 
 def state_path(run_dir: Path, group_index: int) -> Path:

@@ -218,11 +218,11 @@ def open_run(run_dir: str | Path, load_below: int | None = None) -> xr.Dataset:
             f"{run_dir}: no results (group-*.nc) found; run `nodescope run SPEC` first "
             "or check the folder"
         )
-    from ..results.lazy import open_padded, padded_nbytes, padded_sizes
+    from ..results.lazy import combined_nbytes, open_padded, padded_sizes
 
     layouts = [_read_layout(f) for f in files]
     sizes = padded_sizes(layouts)
-    eager = load_below is not None and padded_nbytes(layouts, sizes) <= load_below
+    eager = load_below is not None and combined_nbytes(layouts, sizes) <= load_below
     parts = [open_padded(f, found, sizes, eager) for f, found in zip(files, layouts, strict=True)]
     wall = sum(float(p.attrs.get("wall_time_s", 0.0)) for p in parts)
     ds = (

@@ -207,11 +207,27 @@ def restore_training(saved: dict, model, opt, orders, rules, probes, snapshots) 
     opt.load(saved["optimiser"])
     for g, order_state in zip(orders, saved["orders"], strict=True):
         g.set_state(order_state.cpu())
-    vars(rules).update(saved["rules"])
+    _restore_attributes(rules, saved["rules"])
     for probe, probe_state in zip(probes, saved["probes"], strict=True):
-        vars(probe).update(probe_state)
+        _restore_attributes(probe, probe_state)
     if snapshots:
         snapshots.taken = saved["snapshots"]
+
+
+def _restore_attributes(obj, state: dict) -> None:
+    """Saved attributes back on `obj`, each tensor on the device of the one it replaces:
+    the state file is loaded onto the training device, but some attributes live on the
+    host (per-class sample counts, the early-stopping record)."""
+    for name, value in state.items():
+        setattr(obj, name, _on_device_of(getattr(obj, name, None), value))
+
+
+def _on_device_of(current, value):
+    if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor):
+        return value.to(current.device)
+    if isinstance(current, list) and isinstance(value, list) and len(current) == len(value):
+        return [_on_device_of(c, v) for c, v in zip(current, value, strict=True)]
+    return value
 
 
 def _lr_scale(milestones: list[float], factor: float, epoch: float) -> float:
@@ -323,6 +339,7 @@ def train_group(
                 if later > step:
                     checkpoint(later)
             break
+    last_loss = readout.settle()
     if progress:
         progress(step, total, last_loss, "final evaluation")
     rules.finish()
