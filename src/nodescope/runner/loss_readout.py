@@ -33,7 +33,7 @@ class LossReadout:
         if not self._pending:
             mean = loss.mean()
             if self._host is None or self._host.dtype != mean.dtype:
-                # same dtype on both sides: a converting copy would not be asynchronous
+                # the loss's own dtype: the copy moves its bytes, converting nothing
                 self._host = torch.empty((), dtype=mean.dtype, pin_memory=True)
             self._host.copy_(mean, non_blocking=True)
             # the stream of the loss's GPU, which need not be the current device's
