@@ -24,8 +24,8 @@ GRID=(specs/sample_sets.toml --device cuda --fresh --set training.epochs=2
 step env 30 bash -c 'nvidia-smi -L; nproc; python3 -c "import torch, xarray, pydantic;
 print(torch.__version__, torch.cuda.get_device_name(), xarray.__version__, pydantic.__version__)"'
 step fetch 30 "${NS[@]}" fetch mnist --from .gpu/mnist
-step tests 140 python3 -m pytest -q -n 8 --maxfail=20 -p no:cacheprovider tests
+step tests 100 python3 -m pytest -q -n 8 --maxfail=20 -p no:cacheprovider tests
 step syncs 40 python3 bench/gpu/syncs.py
 step baselines 140 python3 bench/baselines.py --device cuda --repeat 2
-step grid 60 "${NS[@]}" run "${GRID[@]}" --out /tmp/grid
-step grid_workers4 60 "${NS[@]}" run "${GRID[@]}" --out /tmp/grid4 --workers 4
+step grid 90 "${NS[@]}" run "${GRID[@]}" --out /tmp/grid
+step grid_workers4 90 "${NS[@]}" run "${GRID[@]}" --out /tmp/grid4 --workers 4
