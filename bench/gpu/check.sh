@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the performance issue in one call of at most 8.5 minutes, run on the GPU
+# The GPU checks of the performance issue in one call of about 9 minutes, run on the GPU
 # machine from the repository root after bench/gpu/prepare.sh here. Each step has its own
 # time limit, so a slow step leaves the others their time; logs go to $OUT.
 set -uo pipefail
