@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 import torch
-from tiny_specs import tiny_spec_dict
+from tiny_specs import every_probe_spec
 from torch.overrides import TorchFunctionMode
 
 from nodescope.runner.loss_readout import LossReadout
@@ -36,18 +36,6 @@ HOST_READS = {
 # loss, which a GPU copies asynchronously (runner/loss_readout.py).
 CPU_ONLY_FUNCTIONS = {"_check_labels"}
 CPU_ONLY_FILES = {"loss_readout.py"}
-
-EVERY_PROBE = {
-    "curves": {},
-    "sample_sets": {"output_layer": True},
-    "pattern_preactivation": {},
-    "grad_sign": {},
-    "difficulty": {},
-    "noise_robustness": {},
-    "activation_gaps": {},
-    "perplexity": {},
-    "node_classifiers": {},
-}
 
 
 class HostReads(TorchFunctionMode):
@@ -85,19 +73,7 @@ class HostReads(TorchFunctionMode):
 def host_reads(batch_size: int, eval_chunk: int) -> Counter[str]:
     """Host reads of a 2-member group trained with every probe and progress reports (as
     `nodescope run` trains it)."""
-    spec = tiny_spec_dict(
-        **{
-            "model.summary_width": 2,  # the activation-gap probe's summary layer
-            "model.output_bias": False,
-            "training.epochs": 2,
-            "training.batch_size": batch_size,
-            "training.eval_chunk": eval_chunk,
-            "checkpoints": {"every": 1.0},
-            "probes": EVERY_PROBE,
-            "sweep": {"seed": [0, 1]},
-        }
-    )
-    group = plan(validate_dict(spec, "host-sync"))[0]
+    group = plan(validate_dict(every_probe_spec(batch_size, eval_chunk), "host-sync"))[0]
     with HostReads() as reads:
         train_group(group, torch.device("cpu"), progress=lambda *report: None)
     return reads.where

@@ -31,3 +31,33 @@ def tiny_spec_dict(**overrides) -> dict:
     for path, value in overrides.items():
         apply_override(d, path, value)
     return d
+
+
+EVERY_PROBE = {
+    "curves": {},
+    "sample_sets": {"output_layer": True},
+    "pattern_preactivation": {},
+    "grad_sign": {},
+    "difficulty": {},
+    "noise_robustness": {},
+    "activation_gaps": {},
+    "perplexity": {},
+    "node_classifiers": {},
+}
+
+
+def every_probe_spec(batch_size: int, eval_chunk: int) -> dict:
+    """Two members trained for 2 epochs with every probe on (the activation-gap probe's
+    2-node summary layer included), a checkpoint per epoch."""
+    return tiny_spec_dict(
+        **{
+            "model.summary_width": 2,
+            "model.output_bias": False,
+            "training.epochs": 2,
+            "training.batch_size": batch_size,
+            "training.eval_chunk": eval_chunk,
+            "checkpoints": {"every": 1.0},
+            "probes": EVERY_PROBE,
+            "sweep": {"seed": [0, 1]},
+        }
+    )

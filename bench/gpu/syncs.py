@@ -1,9 +1,9 @@
 """Host synchronisations of a training run on CUDA, counted by nodescope source line.
 
 torch's sync debug mode warns at every call that makes the host wait for the GPU. The
-group of tests/test_host_sync.py (two members, every probe) is trained twice, the second
-time with 4x the steps and 2.5x the eval chunks: a line whose count grows waits once per
-step or chunk. On the CPU, tests/test_host_sync.py counts the calls that would wait.
+group of `every_probe_spec` (tests/tiny_specs.py: two members, every probe) is trained
+twice, the second time with 4x the steps and 2.5x the eval chunks: a line whose count
+grows waits once per step or chunk. On the CPU, tests/test_host_sync.py counts the calls that would wait.
 
     python bench/gpu/syncs.py      # on a CUDA machine (bench/gpu/check.sh runs it)
 """
@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from test_host_sync import EVERY_PROBE  # noqa: E402
-from tiny_specs import tiny_spec_dict  # noqa: E402
+from tiny_specs import every_probe_spec  # noqa: E402
 
 from nodescope.runner.train import train_group  # noqa: E402
 from nodescope.spec import plan  # noqa: E402
@@ -28,19 +27,7 @@ from nodescope.spec.load import validate_dict  # noqa: E402
 
 
 def syncs(batch_size: int, eval_chunk: int) -> Counter[str]:
-    spec = tiny_spec_dict(
-        **{
-            "model.summary_width": 2,
-            "model.output_bias": False,
-            "training.epochs": 2,
-            "training.batch_size": batch_size,
-            "training.eval_chunk": eval_chunk,
-            "checkpoints": {"every": 1.0},
-            "probes": EVERY_PROBE,
-            "sweep": {"seed": [0, 1]},
-        }
-    )
-    group = plan(validate_dict(spec, "syncs"))[0]
+    group = plan(validate_dict(every_probe_spec(batch_size, eval_chunk), "syncs"))[0]
     where: Counter[str] = Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):

@@ -35,6 +35,22 @@ def object_state(obj, skip: tuple[str, ...] = ()) -> dict:
     return {k: v for k, v in vars(obj).items() if k not in skip}
 
 
+def restore_object_state(obj, state: dict) -> None:
+    """What `object_state` saved, back on `obj`, each tensor on the device of the one it
+    replaces: a state file is loaded onto the training device, but some attributes live
+    on the host (per-class sample counts, the early-stopping record)."""
+    for name, value in state.items():
+        setattr(obj, name, _on_device_of(getattr(obj, name, None), value))
+
+
+def _on_device_of(current, value):
+    if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor):
+        return value.to(current.device)
+    if isinstance(current, list) and isinstance(value, list) and len(current) == len(value):
+        return [_on_device_of(c, v) for c, v in zip(current, value, strict=True)]
+    return value
+
+
 class StateFile:
     """When to save a group's training state, and saving, loading and removing it."""
 

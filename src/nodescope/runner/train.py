@@ -23,7 +23,7 @@ from ..spec import Group, checkpoint_steps
 from ..spec.checkpoints import weight_steps
 from .divergence import mask_diverged
 from .loss_readout import LossReadout
-from .resume import StateFile, object_state
+from .resume import StateFile, object_state, restore_object_state
 
 Progress = Callable[..., None]  # (step, total_steps, mean loss, phase="training")
 
@@ -207,27 +207,11 @@ def restore_training(saved: dict, model, opt, orders, rules, probes, snapshots) 
     opt.load(saved["optimiser"])
     for g, order_state in zip(orders, saved["orders"], strict=True):
         g.set_state(order_state.cpu())
-    _restore_attributes(rules, saved["rules"])
+    restore_object_state(rules, saved["rules"])
     for probe, probe_state in zip(probes, saved["probes"], strict=True):
-        _restore_attributes(probe, probe_state)
+        restore_object_state(probe, probe_state)
     if snapshots:
         snapshots.taken = saved["snapshots"]
-
-
-def _restore_attributes(obj, state: dict) -> None:
-    """Saved attributes back on `obj`, each tensor on the device of the one it replaces:
-    the state file is loaded onto the training device, but some attributes live on the
-    host (per-class sample counts, the early-stopping record)."""
-    for name, value in state.items():
-        setattr(obj, name, _on_device_of(getattr(obj, name, None), value))
-
-
-def _on_device_of(current, value):
-    if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor):
-        return value.to(current.device)
-    if isinstance(current, list) and isinstance(value, list) and len(current) == len(value):
-        return [_on_device_of(c, v) for c, v in zip(current, value, strict=True)]
-    return value
 
 
 def _lr_scale(milestones: list[float], factor: float, epoch: float) -> float:
