@@ -131,3 +131,62 @@ def test_unknown_aggregate_is_refused(tiny):
     ds = xr.Dataset({"loss": ("epoch", [1.0])})
     with pytest.raises(ValueError, match="no paper aggregate"):
         ds.ns.layer_mean("loss")
+
+
+def test_relu_states_from_activations_equal_those_from_preactivations():
+    z = torch.tensor([-2.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 3.0, float("nan"), float("inf")])
+    for threshold in (None, 0.0, 0.5):
+        assert sample_sets.same_state_from_activations("relu", threshold)
+        on_z = sample_sets.is_on(z, "relu", threshold)
+        assert torch.equal(sample_sets.is_on(torch.relu(z), "relu", threshold), on_z)
+    # a negative cut would count every a >= 0 as on; sigmoid and tanh compare on z
+    assert not sample_sets.same_state_from_activations("relu", -0.5)
+    assert not torch.equal(sample_sets.is_on(torch.relu(z), "relu", -0.5), z > -0.5)
+    assert not sample_sets.same_state_from_activations("sigmoid", 0.5)
+    assert not sample_sets.same_state_from_activations("tanh", None)
+    assert sample_sets.same_state_from_activations("linear", -0.5)
+
+
+def test_relu_eval_pass_keeps_no_preactivations_and_counts_the_same(tiny, monkeypatch):
+    """Without node cost the probe reads a ReLU network's activations; its fractions and
+    predictability equal those of z > 0 from a separate pass that keeps z, chunk by chunk."""
+    import nodescope.runner.train as train
+
+    tiny["probes"] = {"sample_sets": {"split": "val", "node_cost": False, "churn": True}}
+    tiny["model"] = {"depth": 2, "width": [6, 4]}
+    tiny["sweep"] = {"seed": [0, 1]}
+    group = plan(validate_dict(tiny, "test"))[0]
+    specs = [m.spec for m in group.members]
+    data = build_group_data(specs, torch.device("cpu"))
+    model = StackedMLP(specs, group.spec.data.num_features, data.n_classes).double()
+    val = data.splits["val"]
+    val.x = val.x.double()
+    ctx = ProbeContext(2, 1, model.widths, 2, "relu", "ce", data)
+    probe = PROBES["sample_sets"](group.spec.probes.sample_sets, ctx)
+    assert probe.needs_acts and not probe.needs_preacts
+
+    seen = []
+    real = train.eval_batches
+
+    def watched(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            seen.append((len(batch.fwd.preacts), len(batch.fwd.acts)))
+            yield batch
+
+    monkeypatch.setattr(train, "eval_batches", watched)
+    record_checkpoint(model, data, [probe], 0, "ce", chunk=7)
+    assert seen == [(0, 2)] * 9  # 60 samples in 9 chunks, a of both layers, no z
+
+    with torch.no_grad():
+        fwd = model(val.x[0], keep=True)
+    cc = sample_sets.class_counts(val.labels, 2)
+    for layer, z in enumerate(fwd.preacts):
+        counts = sample_sets.class_on_counts(z > 0, val.labels, 2)
+        h = z.shape[-1]
+        assert 0 < counts.sum() < z.numel()  # some nodes on, some off
+        np.testing.assert_array_equal(
+            probe.fraction[:, 0, layer, :h], sample_sets.activation_fraction(counts, cc)
+        )
+        np.testing.assert_array_equal(
+            probe.predictability[:, 0, layer, :h], sample_sets.predictability(counts, cc)
+        )

@@ -3,7 +3,8 @@
 torch's sync debug mode warns at every call that makes the host wait for the GPU. The
 group of `every_probe_spec` (tests/tiny_specs.py: two members, every probe) is trained
 twice, the second time with 4x the steps and 2.5x the eval chunks: a line whose count
-grows waits once per step or chunk. On the CPU, tests/test_host_sync.py counts the calls that would wait.
+grows waits once per step or chunk. On the CPU, tests/test_host_sync.py counts the calls
+that would wait.
 
     python bench/gpu/syncs.py      # on a CUDA machine (bench/gpu/check.sh runs it)
 """

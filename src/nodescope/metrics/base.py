@@ -88,6 +88,7 @@ class Probe:
 
     name: ClassVar[str]
     needs_preacts: ClassVar[bool] = False
+    needs_acts: ClassVar[bool] = False  # the activations a = rho(z) of the eval pass
     needs_dl_da: ClassVar[bool] = False  # gradients of each sample's own loss
     needs_train_steps: ClassVar[bool] = False  # on_train_step after every backward pass
 

@@ -24,10 +24,13 @@ class ActivationFractionProbe(Probe):
     Ŝ⁽ᶜ⁾_{l,i} = {s in S_c : z^s_{l,i} > 0} on the eval split (sigmoid: activation > 0.5)."""
 
     name = "activation_fraction"
-    needs_preacts = True
 
     def __init__(self, options, ctx: ProbeContext):
         super().__init__(options, ctx)
+        # On/off states from a where they equal those of z, so that the eval pass of a
+        # ReLU network keeps no z (one tensor per layer and chunk fewer to write).
+        self.needs_acts = sample_sets.same_state_from_activations(ctx.activation, options.threshold)
+        self.needs_preacts = not self.needs_acts
         self.split = options.split if options.split in ctx.data.splits else None
         self.split = self.split or ctx.default_eval_split()
         self.labels = ctx.data.splits[self.split].labels
@@ -58,12 +61,14 @@ class ActivationFractionProbe(Probe):
     def splits(self) -> set[str]:
         return {self.split}
 
-    def node_on(self, z: torch.Tensor) -> torch.Tensor:
-        return sample_sets.is_on(z, self.ctx.activation, self.options.threshold)
+    def node_on(self, values: torch.Tensor) -> torch.Tensor:
+        """On/off states from a layer's z, or its a where `needs_acts`."""
+        return sample_sets.is_on(values, self.ctx.activation, self.options.threshold)
 
     def update(self, ck: int, batch: EvalBatch) -> None:
-        for layer, z in enumerate(batch.fwd.preacts):
-            on = self.node_on(z.detach())
+        fwd = batch.fwd
+        for layer, values in enumerate(fwd.acts if self.needs_acts else fwd.preacts):
+            on = self.node_on(values.detach())
             self.on_counts[layer] += sample_sets.class_on_counts(
                 on, batch.labels, self.ctx.n_classes
             )

@@ -40,6 +40,7 @@ __all__ = [
     "layer_mean_defined",
     "node_cost",
     "predictability",
+    "same_state_from_activations",
 ]
 
 _LOG2 = math.log(2.0)
@@ -118,6 +119,20 @@ def is_on(
             f"unknown activation {activation!r}; expected relu, linear, sigmoid or tanh"
         )
     return z > cut
+
+
+def same_state_from_activations(activation: str = "relu", threshold: float | None = None) -> bool:
+    """Whether :func:`is_on` of the activations a = rho(z) equals it of z, exactly.
+
+    ReLU with t >= 0: relu(z) > t holds iff z > t (relu(z) is either z or 0 <= t; a NaN
+    z gives a NaN a, off in both); linear: a = z. Sigmoid and tanh compare on z (see
+    :func:`is_on`). nodescope's use: a ReLU network's eval pass then need not keep z
+    beside a, and the ReLU writes over its pre-activations.
+    """
+    act = activation.lower()
+    if act in ("linear", "identity"):
+        return True
+    return act == "relu" and (threshold is None or threshold >= 0)
 
 
 # --------------------------------------------------------------------------- counts

@@ -49,8 +49,10 @@ def eval_batches(
     chunk: int,
     keep: bool,
     dl_da: bool = False,
+    acts: bool = False,
 ) -> Iterator[EvalBatch]:
-    """The split in chunks of `chunk` samples, every member's outputs on each.
+    """The split in chunks of `chunk` samples, every member's outputs on each; with
+    `keep`, every layer's z and a, with `acts`, its a alone.
 
     With `dl_da`, also the gradient of every sample's own loss L_s with respect to the
     hidden activations (samples are independent in eval mode, so one backward pass of
@@ -62,7 +64,8 @@ def eval_batches(
         index = torch.arange(start, stop, device=sd.x.device)
         targets = sd.targets[:, index]
         with torch.enable_grad() if dl_da else torch.no_grad():
-            fwd = model(sd.range_inputs(start, stop), keep=keep or dl_da, grad_acts=dl_da)
+            x = sd.range_inputs(start, stop)
+            fwd = model(x, keep=keep or dl_da, grad_acts=dl_da, acts=acts)
             per_sample = per_sample_loss(fwd.out, targets, loss)
             grads = list(torch.autograd.grad(per_sample.sum(), fwd.acts)) if dl_da else None
         yield EvalBatch(
@@ -77,35 +80,63 @@ def eval_batches(
         )
 
 
+class SplitScore:
+    """Mean per-sample loss and accuracy of every member, summed chunk by chunk."""
+
+    def __init__(self, n_members: int, device: torch.device):
+        self.loss = torch.zeros(n_members, dtype=torch.float64, device=device)
+        self.right = torch.zeros_like(self.loss)
+        self.n = 0
+
+    def add(self, batch: EvalBatch) -> None:
+        self.loss += batch.loss.sum(1, dtype=torch.float64)
+        self.right += batch.correct.sum(1)
+        self.n += batch.loss.shape[1]
+
+    def means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E,) mean loss and accuracy."""
+        return self.loss / self.n, self.right / self.n
+
+
 @torch.no_grad()
 def evaluate(model, data, split, loss, chunk) -> tuple[torch.Tensor, torch.Tensor]:
     """(E,) mean loss and accuracy of every member on a split."""
     was_training = model.training
     model.eval()
-    total = torch.zeros(model.n_members, dtype=torch.float64, device=data.splits[split].x.device)
-    right = torch.zeros_like(total)
+    score = SplitScore(model.n_members, data.splits[split].x.device)
     for b in eval_batches(model, data, split, loss, chunk, keep=False):
-        total += b.loss.sum(1, dtype=torch.float64)
-        right += b.correct.sum(1)
+        score.add(b)
     model.train(was_training)
-    n = data.splits[split].size
-    return total / n, right / n
+    return score.means()
 
 
 @torch.no_grad()
-def record_checkpoint(model, data, probes: list[Probe], ck: int, loss: str, chunk: int) -> None:
-    """One eval pass over every split some probe reads; each probe sees every chunk."""
+def record_checkpoint(
+    model, data, probes: list[Probe], ck: int, loss: str, chunk: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """One eval pass over every split some probe reads; each probe sees every chunk.
+    Returns every member's mean loss and accuracy on the splits read without gradients,
+    bit for bit as `evaluate` has them (with gradients on, the first layer multiplies one
+    member at a time, which rounds differently)."""
     model.eval()
+    scores = {}
     for split in sorted(set().union(*(p.splits() for p in probes))):
         readers = [p for p in probes if split in p.splits()]
         keep = any(p.needs_preacts for p in readers)
         grads = any(p.needs_dl_da for p in readers)
-        for batch in eval_batches(model, data, split, loss, chunk, keep, grads):
+        acts = any(p.needs_acts for p in readers)
+        score = None if grads else SplitScore(model.n_members, data.splits[split].x.device)
+        for batch in eval_batches(model, data, split, loss, chunk, keep, grads, acts):
+            if score is not None:
+                score.add(batch)
             for probe in readers:
                 probe.update(ck, batch)
+        if score is not None:
+            scores[split] = score.means()
     for probe in probes:
         probe.finish_checkpoint(ck)
     model.train()
+    return scores
 
 
 class StopRules:
@@ -175,9 +206,12 @@ class StopRules:
         self.active &= ~done
         self.model.frozen = ~self.active
 
-    def finish(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+    def finish(self) -> bool:
+        """Restore the early-stopping weights; True where the model changed."""
+        if self.best_state is None:
+            return False
+        self.model.load_state_dict(self.best_state)
+        return True
 
     @property
     def all_stopped(self) -> bool:
@@ -257,8 +291,12 @@ def train_group(
 
     snapshots = WeightSnapshots(weight_steps(spec), spe) if spec.checkpoints.weights else None
 
+    # split -> every member's (loss, accuracy) of the model as it is now, from the eval
+    # pass of a checkpoint taken since the last update: the final metrics reuse them
+    current_scores = {}
+
     def checkpoint(at: int) -> None:
-        record_checkpoint(model, data, probes, ck_of[at], loss_kind, chunk)
+        current_scores.update(record_checkpoint(model, data, probes, ck_of[at], loss_kind, chunk))
         if snapshots:
             snapshots.at_checkpoint(model, at)
 
@@ -303,6 +341,7 @@ def train_group(
                 for probe in step_probes:
                     probe.on_train_step(seen)
             opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), mask, active_members)
+            current_scores.clear()
             step += 1
             if step in ck_of:
                 checkpoint(step)
@@ -326,7 +365,8 @@ def train_group(
     last_loss = readout.settle()
     if progress:
         progress(step, total, last_loss, "final evaluation")
-    rules.finish()
+    if rules.finish():
+        current_scores.clear()
     model.eval()
     if snapshots:
         snapshots.final(model, step)
@@ -339,7 +379,7 @@ def train_group(
     variables = {}
     for probe in probes:
         variables.update(probe.results())
-    variables.update(_final_metrics(model, data, loss_kind, chunk))
+    variables.update(_final_metrics(model, data, loss_kind, chunk, current_scores))
     variables["stop_epoch"] = variable(
         ("member",),
         rules.stop_epoch,
@@ -383,9 +423,11 @@ def train_group(
     return GroupRun(variables, steps, spe, model.widths, data.class_names, wall, weights)
 
 
-def _final_metrics(model, data, loss_kind, chunk) -> dict[str, xr.DataArray]:
+def _final_metrics(model, data, loss_kind, chunk, known: dict) -> dict[str, xr.DataArray]:
+    """Loss and accuracy of the trained members on every split; `known` holds those of
+    the splits a checkpoint has already evaluated on these weights."""
     splits = [s for s in ("train", "val", "test") if s in data.splits]
-    results = [evaluate(model, data, s, loss_kind, chunk) for s in splits]
+    results = [known.get(s) or evaluate(model, data, s, loss_kind, chunk) for s in splits]
     loss = np.stack([r[0].cpu().numpy() for r in results], axis=1)
     acc = np.stack([r[1].cpu().numpy() for r in results], axis=1)
     coords = {"split": splits}
