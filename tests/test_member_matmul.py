@@ -86,3 +86,32 @@ def test_linear_relu_equals_relu_of_each_members_gemm_and_its_autograd():
         torch.testing.assert_close(grads[1][e], ref[1], rtol=1e-6, atol=1e-6)
     alone = member_linear_relu(x, w.detach(), b.detach())
     assert torch.equal(alone, h)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_stacked_forward_keeps_z_apart_from_the_relu_that_overwrites_it(tiny, grad):
+    """keep returns every layer's z and a = relu(z) as one member alone computes them; the
+    ReLU writes over z only where z is not returned (eval and training paths alike)."""
+    from nodescope.models.mlp import StackedMLP
+    from nodescope.spec import plan
+    from nodescope.spec.load import validate_dict
+
+    tiny["model"] = {"depth": 3, "width": [12, 9, 7], "bias": "all"}
+    tiny["sweep"] = {"seed": [0, 1]}
+    group = plan(validate_dict(tiny, "t"))[0]
+    model = StackedMLP([m.spec for m in group.members], 40, 4).double()
+    x = torch.randn(30, 40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.set_grad_enabled(grad):
+        kept = model(x, keep=True)
+        plain = model(x, acts=True)
+    assert len(kept.preacts) == 3 and plain.preacts == []
+    for e in range(2):
+        h = x
+        for i, (z, a) in enumerate(zip(kept.preacts, kept.acts, strict=True)):
+            z_e = h @ model.weights[i][e].detach() + model._bias(i)[e].detach()
+            torch.testing.assert_close(z[e], z_e, rtol=1e-12, atol=1e-12)
+            assert (z[e] < 0).any() and (z[e] > 0).any()
+            assert torch.equal(a[e], torch.relu(z[e]))
+            assert torch.equal(plain.acts[i][e], a[e])
+            h = a[e]
+    assert torch.equal(plain.out, kept.out)

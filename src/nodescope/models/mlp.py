@@ -161,9 +161,12 @@ class StackedMLP(nn.Module):
             mean, var = mean_buf, var_buf
         return (z - mean) / torch.sqrt(var + BN_EPS) * self.bn_weight[i] + self.bn_bias[i]
 
-    def _rho(self, z: torch.Tensor) -> torch.Tensor:
+    def _rho(self, z: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """The activation of z; a ReLU `in_place` writes over z, whose memory is then
+        reused while still in cache (on a (4, 4,096, 320) eval chunk, 0.6 ms against 7 ms
+        for a fresh output; docs/benchmarks.md)."""
         if self.activation == "relu":
-            return torch.relu(z)
+            return torch.relu_(z) if in_place else torch.relu(z)
         if self.activation == "sigmoid":
             return torch.sigmoid(z)
         return z
@@ -184,7 +187,7 @@ class StackedMLP(nn.Module):
                 z = self._linear(h, i)
                 if self.batch_norm:
                     z = self._batch_norm(z, i)
-                h = self._rho(z)
+                h = self._rho(z, in_place=not keep)
             if grad_acts and not h.requires_grad:
                 h.requires_grad_(True)
             if keep:
