@@ -25,6 +25,17 @@ def test_class_sums_match_a_loop_over_members_samples_and_nodes():
     assert torch.equal(got[..., 4], torch.zeros(2, 5, dtype=torch.float64))
 
 
+def test_a_float32_table_summed_in_float64_keeps_every_digit():
+    g = torch.Generator().manual_seed(4)
+    # values of very different size: a float32 sum would lose the small ones
+    table = torch.randn(3, 11, 4, generator=g) * torch.tensor([1e8, 1.0, 1e-3, 7.0])
+    labels = torch.tensor([1, 0, 1, 1, 2, 0, 1, 1, 2, 2, 1])
+    got = class_sums(table, labels, 3, torch.float64)
+    assert got.shape == (3, 4, 3) and got.dtype == torch.float64
+    torch.testing.assert_close(got, _loop(table, labels, 3), rtol=1e-15, atol=1e-9)
+    assert not torch.allclose(class_sums(table, labels, 3).double(), got, rtol=1e-12, atol=0)
+
+
 def test_class_counts_are_exact_integers_per_member():
     on = torch.tensor(
         [

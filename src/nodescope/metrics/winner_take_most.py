@@ -18,7 +18,7 @@ def pattern_sums(z: torch.Tensor, patterns: torch.Tensor, n_patterns: int) -> to
     Divided by the pattern counts this is the mean pre-activation μ_{i,k} of pattern k at
     node i (the curves of the paper's Figs. 2-4).
     """
-    return class_sums(z.to(torch.float64), patterns, n_patterns)
+    return class_sums(z, patterns, n_patterns, torch.float64)
 
 
 def accumulate_signs(

@@ -106,16 +106,18 @@ class GradSignProbe(Probe):
         w_out = model.weights[-1].abs().sum(-1)  # (E, H)
         top = torch.argsort(w_out, dim=1, descending=True, stable=True)[:, : self.k]
         train = self.ctx.data.splits["train"]
-        signs = (self.sums / self.counts.clamp_min(1).unsqueeze(-1)).gather(
-            2, top.unsqueeze(1).expand(-1, train.size, -1)
-        )  # (E, N, k)
+        # the top-k nodes are picked before anything is computed over the (E, N, H) stack
+        top_of = top.unsqueeze(1)
+        signs = self.sums.gather(2, top_of.expand(-1, train.size, -1))
+        signs /= self.counts.clamp_min(1).unsqueeze(-1)  # (E, N, k)
         never = self.counts == 0
         signs[never] = float("nan")
         z = []
         for start in range(0, train.size, 4096):
             stop = min(start + 4096, train.size)
-            z.append(model(train.range_inputs(start, stop), keep=True).preacts[-1])
-        z = torch.cat(z, dim=1).gather(2, top.unsqueeze(1).expand(-1, train.size, -1))
+            z_chunk = model(train.range_inputs(start, stop), keep=True).preacts[-1]
+            z.append(z_chunk.gather(2, top_of.expand(-1, stop - start, -1)))
+        z = torch.cat(z, dim=1)
         dims = ("member", "rank", "train_sample")
         coords = {
             "train_pattern": ("train_sample", train.patterns.cpu().numpy()),
