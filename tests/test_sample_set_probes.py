@@ -190,3 +190,22 @@ def test_relu_eval_pass_keeps_no_preactivations_and_counts_the_same(tiny, monkey
         np.testing.assert_array_equal(
             probe.predictability[:, 0, layer, :h], sample_sets.predictability(counts, cc)
         )
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_on_states_as_numbers_count_the_same(activation):
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(2, 9, 4, generator=g)
+    z[0, 0, :] = torch.tensor([float("nan"), 0.0, -0.0, float("inf")])
+    labels = torch.tensor([0, 1, 1, 2, 0, 2, 2, 1, 1])
+    on = sample_sets.is_on(z, activation)
+    as_float = sample_sets.is_on(z, activation, dtype=torch.float32)
+    assert on.dtype == torch.bool and as_float.dtype == torch.float32
+    assert torch.equal(as_float, on.float()) and 0 < int(on.sum()) < on.numel()
+    counts = sample_sets.class_on_counts(as_float, labels, 3)
+    assert torch.equal(counts, sample_sets.class_on_counts(on, labels, 3))
+    loop = torch.zeros(2, 4, 3, dtype=torch.int64)
+    for e in range(2):
+        for s in range(9):
+            loop[e, :, labels[s]] += on[e, s].long()
+    assert torch.equal(counts, loop)

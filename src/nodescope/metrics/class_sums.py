@@ -40,6 +40,7 @@ def count_dtype(n_samples: int) -> torch.dtype:
 
 
 def class_counts_of(on: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(E, N, H) bool -> (E, H, C) int64: Σ_s [y_s = c] · on[e, s, h], exact."""
-    counts = class_sums(on.to(count_dtype(on.shape[1])), labels, n_classes)
+    """(E, N, H) bool or 0/1 -> (E, H, C) int64: Σ_s [y_s = c] · on[e, s, h], exact."""
+    dtype = count_dtype(on.shape[1])
+    counts = class_sums(on if on.dtype == dtype else on.to(dtype), labels, n_classes)
     return counts.round().to(torch.int64)

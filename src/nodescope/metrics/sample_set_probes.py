@@ -14,6 +14,7 @@ import torch
 from ..models.loss import n_outputs
 from . import cooperating, sample_sets
 from .base import EvalBatch, Probe, ProbeContext, variable
+from .class_sums import count_dtype
 
 DIMS_NODE = ("member", "epoch", "layer", "node")
 DIMS_CLASS = (*DIMS_NODE, "label")
@@ -61,14 +62,15 @@ class ActivationFractionProbe(Probe):
     def splits(self) -> set[str]:
         return {self.split}
 
-    def node_on(self, values: torch.Tensor) -> torch.Tensor:
+    def node_on(self, values: torch.Tensor, dtype: torch.dtype = torch.bool) -> torch.Tensor:
         """On/off states from a layer's z, or its a where `needs_acts`."""
-        return sample_sets.is_on(values, self.ctx.activation, self.options.threshold)
+        return sample_sets.is_on(values, self.ctx.activation, self.options.threshold, dtype)
 
     def update(self, ck: int, batch: EvalBatch) -> None:
         fwd = batch.fwd
+        as_counted = count_dtype(batch.labels.shape[0])  # 0/1 in the counts' own float type
         for layer, values in enumerate(fwd.acts if self.needs_acts else fwd.preacts):
-            on = self.node_on(values.detach())
+            on = self.node_on(values.detach(), as_counted)
             self.on_counts[layer] += sample_sets.class_on_counts(
                 on, batch.labels, self.ctx.n_classes
             )
@@ -78,7 +80,7 @@ class ActivationFractionProbe(Probe):
             self.output_counts += sample_sets.class_on_counts(on, batch.labels, self.ctx.n_classes)
 
     def update_layer(self, ck: int, layer: int, batch: EvalBatch, on: torch.Tensor) -> None:
-        """Hook for subclasses: one layer's on-states (E, B, H) of one chunk."""
+        """Hook for subclasses: one layer's on-states (E, B, H) of one chunk, as 0/1 floats."""
 
     def finish_checkpoint(self, ck: int) -> None:
         for layer, on_device in enumerate(self.on_counts):
@@ -159,6 +161,9 @@ class SampleSetsProbe(ActivationFractionProbe):
         ]
 
     def update_layer(self, ck, layer, batch, on):
+        if self.prev_on is None and not self.needs_dl_da:
+            return
+        on = on.bool()
         if self.prev_on is not None:
             previous = self.prev_on[layer][:, batch.index]
             if ck > 0:
