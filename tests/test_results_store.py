@@ -101,21 +101,25 @@ def test_the_size_bound_for_reading_at_once_covers_partial_grids_and_joins(tiny,
     assert open_run(folder, load_below=bound).identical(combined.compute())
 
 
-def test_building_results_leaves_dask_array_unimported_until_used():
-    """xarray looks dask.array up on its first Variable; nodescope defers that import
-    until dask.array is imported, after which xarray's dask handling is whole again."""
+def test_building_results_leaves_dask_unimported_until_used():
+    """xarray looks dask.array up on its first Variable and dask.base on its first index;
+    nodescope defers both imports until dask is imported, after which xarray's dask
+    handling is whole again."""
     import subprocess
     import sys
 
     code = (
         "import sys, numpy, nodescope, xarray as xr\n"
-        "xr.Dataset({'a': ('x', numpy.arange(3.0))}).mean()\n"
-        "assert 'dask.array' not in sys.modules\n"
+        "xr.Dataset({'a': ('x', numpy.arange(3.0))}, coords={'x': [1, 5, 2]}).mean()\n"
+        "assert 'dask' not in sys.modules, 'dask imported'\n"
         "import dask.array as da\n"
         "from xarray.namedarray.pycompat import array_type\n"
+        "from xarray.namedarray.utils import is_dask_collection\n"
         "assert array_type('dask') == (da.Array,)\n"
-        "lazy = xr.DataArray(da.zeros(4, chunks=2), dims='x')\n"
+        "lazy = xr.DataArray(da.zeros(4, chunks=2), dims='x', coords={'x': [0, 1, 2, 3]})\n"
         "assert 'dask.array' in repr(lazy) and lazy.chunks == ((2, 2),)\n"
+        "assert is_dask_collection(lazy) and not is_dask_collection(lazy.x)\n"
+        "assert float(lazy.sum().compute()) == 0.0\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

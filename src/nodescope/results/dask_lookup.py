@@ -2,10 +2,13 @@
 dask.array: 0.3-0.45 s of every nodescope command on a 2-core machine (scipy's FFT comes
 with it), though `nodescope run` and small reports hold no dask array. No dask array can
 exist before dask.array is imported, so until then "no" is the true answer without the
-import; once dask.array is imported, xarray's own record of it takes over.
+import; once dask.array is imported, xarray's own record of it takes over. Its first
+index asks the same of dask.base (is_dask_collection), which imports the dask package
+(0.06 s): no dask collection can exist before dask is imported either.
 
-This leans on xarray's private cache of duck-array modules (xarray.namedarray.pycompat);
-where that is not there, nothing is changed and xarray imports dask.array as before.
+This leans on xarray's private cache of duck-array modules (xarray.namedarray.pycompat)
+and on its helper xarray.namedarray.utils.is_dask_collection; where either is not there,
+that part is left alone and xarray imports dask as before.
 """
 
 from __future__ import annotations
@@ -39,4 +42,19 @@ def defer_dask_import() -> bool:
         return False
     if "dask" not in cache and "dask.array" not in sys.modules:
         cache["dask"] = _DaskOnceImported(pycompat)
+    _defer_collection_check()
     return True
+
+
+def _defer_collection_check() -> None:
+    from xarray.namedarray import utils
+
+    xarray_check = getattr(utils, "is_dask_collection", None)
+    if xarray_check is None or getattr(xarray_check, "defers_dask_import", False):
+        return
+
+    def is_dask_collection(x: object) -> bool:
+        return "dask" in sys.modules and xarray_check(x)
+
+    is_dask_collection.defers_dask_import = True
+    utils.is_dask_collection = is_dask_collection
