@@ -110,7 +110,9 @@ class Probe:
         """Called after each backward pass when `needs_train_steps` is set."""
 
     def on_end(self, model) -> None:
-        """Called once with the trained StackedMLP (eval mode, stop rules applied)."""
+        """Called once with the trained StackedMLP (eval mode, stop rules applied); it must
+        leave the model as it is (work on a copy): the final loss and accuracy may come
+        from the last checkpoint's eval pass (runner/train.py)."""
 
     def results(self) -> dict[str, xr.DataArray]:
         """Named arrays with a leading `member` dimension."""

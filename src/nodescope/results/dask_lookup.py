@@ -47,8 +47,10 @@ def defer_dask_import() -> bool:
 
 
 def _defer_collection_check() -> None:
-    from xarray.namedarray import utils
-
+    try:
+        from xarray.namedarray import utils
+    except ImportError:
+        return
     xarray_check = getattr(utils, "is_dask_collection", None)
     if xarray_check is None or getattr(xarray_check, "defers_dask_import", False):
         return
