@@ -117,7 +117,7 @@ def probe_overhead(n: int, epochs: int) -> None:
     for ck in (20, 50):
         with_probes = seconds(spec(8, 1, 80, n, probes, log_checkpoints(ck)))
         extra = (with_probes / base - 1) * 100
-        timing = f"{with_probes:.2f} s, {base:.2f} s without (+{extra:.0f}%)"
+        timing = f"{with_probes:.2f} s, {base:.2f} s without ({extra:+.0f}%)"
         print(f"   {ck} checkpoints in 1 epoch: {timing}")
     # specs/sample_sets.toml: 50 checkpoints in 200 epochs of 48,000, one per 4 epochs
     paper = {"every": 4, "initial": False}
@@ -126,7 +126,7 @@ def probe_overhead(n: int, epochs: int) -> None:
     extra = (with_probes / base - 1) * 100
     print(
         f"   the paper's density (a checkpoint every 4 epochs of 48,000; {epochs} epochs): "
-        f"{with_probes:.1f} s, {base:.1f} s without (+{extra:.1f}%)"
+        f"{with_probes:.1f} s, {base:.1f} s without ({extra:+.1f}%)"
     )
 
 
