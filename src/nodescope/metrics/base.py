@@ -68,6 +68,10 @@ class EvalBatch:
     correct: torch.Tensor  # (E, B) bool
     dl_da: list[torch.Tensor] | None = None  # per hidden layer (E, B, H_l): dL_s/da
 
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E,) summed per-sample loss (float64) and number of correct predictions."""
+        return self.loss.sum(1, dtype=torch.float64), self.correct.sum(1)
+
 
 @dataclass
 class TrainStep:

@@ -29,8 +29,9 @@ class CurvesProbe(Probe):
         if batch.split not in self.split_names:
             return
         i = self.split_names.index(batch.split)
-        self.loss_sum[:, i, ck] += batch.loss.sum(1, dtype=torch.float64)
-        self.correct[:, i, ck] += batch.correct.sum(1)
+        loss, correct = batch.totals()
+        self.loss_sum[:, i, ck] += loss
+        self.correct[:, i, ck] += correct
         self.count[:, i, ck] += batch.loss.shape[1]
 
     def results(self):

@@ -89,8 +89,9 @@ class SplitScore:
         self.n = 0
 
     def add(self, batch: EvalBatch) -> None:
-        self.loss += batch.loss.sum(1, dtype=torch.float64)
-        self.right += batch.correct.sum(1)
+        loss, right = batch.totals()
+        self.loss += loss
+        self.right += right
         self.n += batch.loss.shape[1]
 
     def means(self) -> tuple[torch.Tensor, torch.Tensor]:
