@@ -115,3 +115,96 @@ def test_stacked_forward_keeps_z_apart_from_the_relu_that_overwrites_it(tiny, gr
             assert torch.equal(plain.acts[i][e], a[e])
             h = a[e]
     assert torch.equal(plain.out, kept.out)
+
+
+def _fold_inputs(shared: bool, bias: bool, out_bias: bool, seed: int, outputs: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    E, B, F, H = 3, 11, 5, 7
+    x = torch.randn(*((B, F) if shared else (E, B, F)), generator=g).requires_grad_(True)
+    w = torch.randn(E, F, H, generator=g).requires_grad_(True)
+    b = torch.randn(E, 1, H, generator=g).requires_grad_(True) if bias else None
+    v = torch.randn(E, H, outputs, generator=g).requires_grad_(True)
+    c = torch.randn(E, 1, outputs, generator=g).requires_grad_(True) if out_bias else None
+    upstream = torch.randn(E, B, outputs, generator=g)
+    return x, w, b, v, c, upstream
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("out_bias", [True, False])
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_relu_output_fold_equals_the_two_layers_bit_for_bit(shared, bias, out_bias, outputs):
+    """Outputs, every gradient and each member's dL/da (before the ReLU's mask) are those
+    of member_linear_relu followed by member_matmul, with a hook on the activations."""
+    from nodescope.models.member_matmul import member_linear_relu, member_relu_output
+
+    x, w, b, v, c, upstream = _fold_inputs(shared, bias, out_bias, seed=4, outputs=outputs)
+    inputs = [t for t in (x, w, b, v, c) if t is not None]
+    seen = []
+    folded = member_relu_output(x, w, b, v, c, lambda e, g: seen.append((e, g.clone())))
+    got = torch.autograd.grad(folded, inputs, upstream)
+
+    h = member_linear_relu(x, w, b)
+    hooked = []
+    h.register_hook(hooked.append)
+    two_layers = member_matmul(h, v, c)
+    want = torch.autograd.grad(two_layers, inputs, upstream)
+
+    assert torch.equal(folded, two_layers)
+    for a, b_ in zip(got, want, strict=True):
+        assert torch.equal(a, b_)
+    assert [e for e, _ in seen] == [0, 1, 2]
+    (dl_da,) = hooked
+    assert (h == 0).any() and (dl_da[h == 0] != 0).any()  # the mask would show
+    for e, g in seen:
+        assert torch.equal(g, dl_da[e])
+
+
+def test_relu_output_fold_gradients_match_finite_differences():
+    from nodescope.models.member_matmul import member_relu_output
+
+    g = torch.Generator().manual_seed(5)
+    E, B, F, H = 2, 6, 4, 5
+    x, w, b, v, c = (
+        torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(True)
+        for s in ((B, F), (E, F, H), (E, 1, H), (E, H, 1), (E, 1, 1))
+    )
+    assert torch.autograd.gradcheck(lambda *t: member_relu_output(*t), (x, w, b, v, c))
+
+
+def test_model_folds_a_thin_output_in_training_only_and_feeds_each_members_dl_da():
+    """StackedMLP takes the fold where the last ReLU layer and a thin output both multiply
+    one member at a time with gradients on; `last_grad` then sees every member's dL/da, as
+    it does through the hook of the unfolded path (a wide output, or acts requested)."""
+    from tiny_specs import tiny_spec_dict
+
+    from nodescope.models.mlp import StackedMLP
+    from nodescope.spec import plan
+    from nodescope.spec.load import validate_dict
+
+    d = tiny_spec_dict()
+    d["model"] = {"depth": 1, "width": 6}
+    d["sweep"] = {"seed": [0, 1]}
+    specs = [m.spec for m in plan(validate_dict(d, "t"))[0].members]
+    thin = StackedMLP(specs, 9, 1)
+    x = torch.randn(13, 9, generator=torch.Generator().manual_seed(0))
+    calls = []
+    out = thin(x, last_grad=lambda e, g: calls.append((e, g.clone()))).out
+    assert type(out.grad_fn).__name__ == "MemberReLUOutputBackward"
+    out.sum().backward()
+    unfolded = thin(x, acts=True)
+    assert type(unfolded.out.grad_fn).__name__ != "MemberReLUOutputBackward"
+    (want,) = torch.autograd.grad(unfolded.out.sum(), unfolded.acts[-1])
+    assert [e for e, _ in calls] == [0, 1]
+    for e, g in calls:
+        assert torch.equal(g, want[e])
+    with torch.no_grad():
+        assert type(thin(x).out.grad_fn).__name__ == "NoneType"
+
+    wide = StackedMLP(specs, 9, 10)
+    calls.clear()
+    fwd = wide(x, acts=True, last_grad=lambda e, g: calls.append((e, g.clone())))
+    (want,) = torch.autograd.grad(fwd.out.sum(), fwd.acts[-1])
+    assert [e for e, _ in calls] == [0, 1]
+    for e, g in calls:
+        assert torch.equal(g, want[e])

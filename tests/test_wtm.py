@@ -119,6 +119,43 @@ def wtm_spec(tiny, **training):
     return validate_dict(tiny, "t")
 
 
+def test_full_batch_fold_of_the_output_layer_changes_no_stored_value(tiny, monkeypatch):
+    """A full batch trains one hidden ReLU layer and the single output through one
+    per-member Function (models/member_matmul.py: MemberReLUOutput) that hands grad_sign
+    each member's dL/da inside the backward pass; every variable equals that of the two
+    layers with a hook on the activations."""
+    from nodescope.models.mlp import StackedMLP
+
+    tiny["sweep"] = {"seed": [0, 1, 2]}
+    wtm_spec(tiny, batch_size=96, epochs=4)  # fills `tiny`: 96 training samples
+    tiny["probes"]["pattern_preactivation"] = {}
+    spec = validate_dict(tiny, "t")
+    folds = []
+    real = StackedMLP.forward
+
+    def watched(self, *args, **kwargs):
+        fwd = real(self, *args, **kwargs)
+        folds.append(type(fwd.out.grad_fn).__name__ == "MemberReLUOutputBackward")
+        return fwd
+
+    with monkeypatch.context() as m:
+        m.setattr(StackedMLP, "forward", watched)
+        folded = train_group(plan(spec)[0], torch.device("cpu")).variables
+    assert sum(folds) == 4  # every training step, and no eval pass
+    with monkeypatch.context() as m:
+        m.setattr(StackedMLP, "_thin_output", lambda self: False)
+        m.setattr(StackedMLP, "forward", watched)
+        folds.clear()
+        apart = train_group(plan(spec)[0], torch.device("cpu")).variables
+    assert not any(folds)
+    assert set(folded) == set(apart) and "grad_sign_mean" in folded
+    for name in folded:
+        if name != "wall_time":
+            xr.testing.assert_identical(folded[name], apart[name])
+    assert np.isfinite(folded["grad_sign_mean"].values).all()
+    assert {-1.0, 1.0} <= set(np.unique(folded["grad_sign_mean"].values))
+
+
 def test_grad_sign_mean_matches_autograd_replay(tiny):
     """Replay the same SGD steps by hand, with one backward per sample, and compare."""
     spec = wtm_spec(tiny)

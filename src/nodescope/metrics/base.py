@@ -75,11 +75,9 @@ class EvalBatch:
 
 @dataclass
 class TrainStep:
-    """One optimiser step as the training loop saw it (before the update)."""
+    """One optimiser step as the training loop sees it (before the update)."""
 
     index: torch.Tensor  # (E, B) training-sample indices of each member's batch
-    fwd: Forward  # with per-layer acts; no preacts (the ReLU wrote over them)
-    grad_acts: list[torch.Tensor]  # per hidden layer (E, B, H_l): d(batch loss)/da
     active: torch.Tensor | None  # (E,) members that update this step (None: all)
     in_order: bool = False  # every member's batch is the whole split, in order (full batch)
 
@@ -94,7 +92,7 @@ class Probe:
     needs_preacts: ClassVar[bool] = False
     needs_acts: ClassVar[bool] = False  # the activations a = rho(z) of the eval pass
     needs_dl_da: ClassVar[bool] = False  # gradients of each sample's own loss
-    needs_train_steps: ClassVar[bool] = False  # on_train_step after every backward pass
+    needs_train_steps: ClassVar[bool] = False  # on_train_grad in every backward pass
 
     def __init__(self, options: Any, ctx: ProbeContext):
         self.options = options
@@ -110,8 +108,11 @@ class Probe:
     def finish_checkpoint(self, ck: int) -> None:
         """Called once all chunks of checkpoint `ck` were seen."""
 
-    def on_train_step(self, step: TrainStep) -> None:
-        """Called after each backward pass when `needs_train_steps` is set."""
+    def on_train_grad(self, step: TrainStep, member: int, grad: torch.Tensor) -> None:
+        """Called in each training step's backward pass, once per member, when
+        `needs_train_steps` is set: grad (B, H) = ∂(batch loss)/∂a of the last hidden
+        layer for that member's batch. `grad` may be a reused buffer: read it, do not keep
+        it (the ReLU's backward writes over it next)."""
 
     def on_end(self, model) -> None:
         """Called once with the trained StackedMLP (eval mode, stop rules applied); it must

@@ -38,27 +38,35 @@ def accumulate_signs(
     index[e] is 0..N-1 for every member (a full batch), so the sums are added in place
     without an index.
     """
-    E, N, H = sums.shape
-    if in_order:
-        # one member at a time through one reused buffer: over a full batch of 3 x 5,000 x
-        # 1,000 the whole-stack sign and sum took 30 ms a step, this 6 ms (CPU)
-        sign = torch.empty_like(grad[0])
-        for e in range(E):
-            torch.sign(grad[e], out=sign)
-            if active is not None:
-                sign.mul_(active[e])
-            sums[e] += sign
-        counts += 1 if active is None else active.to(counts.dtype).view(-1, 1)
-        return
-    sign = torch.sign(grad).to(sums.dtype)
+    for e in range(sums.shape[0]):
+        member_active = None if active is None else active[e]
+        accumulate_member_signs(sums[e], counts[e], index[e], grad[e], member_active, in_order)
+
+
+def accumulate_member_signs(
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    index: torch.Tensor,
+    grad: torch.Tensor,
+    active: torch.Tensor | None = None,
+    in_order: bool = False,
+) -> None:
+    """`accumulate_signs` for one member: sums (N, H), counts (N,), index (B,), grad (B, H),
+    active a 0-d bool tensor or None. One member at a time keeps its signs in cache: over
+    a full batch of 3 × 5,000 × 1,000 the whole-stack sign and sum took 30 ms a step, this
+    6 ms (CPU). `active` is applied as a factor, so it is never read on the host."""
+    sign = torch.sign(grad)
+    if active is not None:
+        sign.mul_(active)
     ones = torch.ones(index.shape, dtype=counts.dtype, device=counts.device)
     if active is not None:
-        keep = active.view(-1, 1)
-        sign = sign * keep.unsqueeze(-1)
-        ones = ones * keep
-    flat = (index + torch.arange(E, device=index.device).view(-1, 1) * N).reshape(-1)
-    sums.view(E * N, H).index_add_(0, flat, sign.reshape(-1, H))
-    counts.view(-1).index_add_(0, flat, ones.reshape(-1))
+        ones.mul_(active)
+    if in_order:
+        sums += sign
+        counts += ones
+    else:
+        sums.index_add_(0, index, sign.to(sums.dtype))
+        counts.index_add_(0, index, ones)
 
 
 def difficulty(

@@ -97,9 +97,10 @@ class GradSignProbe(Probe):
         self.counts = torch.zeros(ctx.n_members, train.size, device=device)
         self.out: dict[str, xr.DataArray] = {}
 
-    def on_train_step(self, step: TrainStep) -> None:
-        wtm.accumulate_signs(
-            self.sums, self.counts, step.index, step.grad_acts[-1], step.active, step.in_order
+    def on_train_grad(self, step: TrainStep, member: int, grad: torch.Tensor) -> None:
+        active = None if step.active is None else step.active[member]
+        wtm.accumulate_member_signs(
+            self.sums[member], self.counts[member], step.index[member], grad, active, step.in_order
         )
 
     def on_end(self, model) -> None:

@@ -9,14 +9,16 @@ order, so they are the same whether the member trains alone or stacked, on any d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from ..data.seeds import stream_seed
 from ..spec.model import Spec
-from .member_matmul import member_linear_relu, member_matmul
+from .member_matmul import member_linear_relu, member_matmul, member_relu_output
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -172,15 +174,33 @@ class StackedMLP(nn.Module):
         return z
 
     def forward(
-        self, x: torch.Tensor, keep: bool = False, grad_acts: bool = False, acts: bool = False
+        self,
+        x: torch.Tensor,
+        keep: bool = False,
+        grad_acts: bool = False,
+        acts: bool = False,
+        last_grad: Callable[[int, torch.Tensor], None] | None = None,
     ) -> Forward:
         """x: (B, F) shared by all members, or (E, B, F). `keep` returns z and a per layer,
         `acts` a alone (a ReLU then writes over its z); `grad_acts` makes the activations
-        differentiable leaves of the output."""
+        differentiable leaves of the output. `last_grad(e, grad)` is called in the backward
+        pass with member e's ∂L/∂a of the last hidden layer, (B, H); it must not keep
+        `grad`, which may be a reused buffer."""
         h = x
         preacts, activations = [], []
+        last = len(self.widths) - 1
         for i in range(len(self.widths)):
             if self.activation == "relu" and not self.batch_norm and self._per_member(h, i):
+                if i == last and not (keep or acts or grad_acts) and self._thin_output():
+                    out = member_relu_output(
+                        h,
+                        self.weights[i],
+                        self._bias(i),
+                        self.weights[-1],
+                        self._bias(i + 1),
+                        last_grad,
+                    )
+                    return Forward(out, [], [])
                 out = member_linear_relu(h, self.weights[i], self._bias(i), keep)
                 z, h = out if keep else (None, out)
             else:
@@ -194,4 +214,15 @@ class StackedMLP(nn.Module):
                 preacts.append(z)
             if keep or acts:
                 activations.append(h)
+        if last_grad is not None and h.requires_grad:
+            h.register_hook(partial(_each_member, last_grad))
         return Forward(self._linear(h, len(self.widths)), preacts, activations)
+
+    def _thin_output(self) -> bool:
+        """Whether the output layer multiplies one member at a time in training."""
+        return min(self.weights[-1].shape[1:]) <= THIN
+
+
+def _each_member(call: Callable[[int, torch.Tensor], None], grad: torch.Tensor) -> None:
+    for e in range(grad.shape[0]):
+        call(e, grad[e])

@@ -249,6 +249,11 @@ def restore_training(saved: dict, model, opt, orders, rules, probes, snapshots) 
         snapshots.taken = saved["snapshots"]
 
 
+def _feed(probes: list, step: TrainStep, member: int, grad: torch.Tensor) -> None:
+    for probe in probes:
+        probe.on_train_grad(step, member, grad)
+
+
 def _lr_scale(milestones: list[float], factor: float, epoch: float) -> float:
     """Step decay: lr * factor^(number of milestones <= the current epoch)."""
     return factor ** sum(epoch >= m for m in milestones)
@@ -281,7 +286,6 @@ def train_group(
     probes = [PROBES[name](opts, ctx) for name, opts in spec.probes.enabled()]
     rules = StopRules(group, model, data)
     step_probes = [p for p in probes if p.needs_train_steps]
-    watch_steps = bool(step_probes)
     loss_kind, chunk = spec.training.loss, spec.training.eval_chunk
     sched = spec.optimiser.schedule
 
@@ -328,19 +332,14 @@ def train_group(
         for start in range(0, n, batch):
             index = perm[:, start : start + batch]
             x = train.range_inputs(0, n) if full_batch else train.inputs(index)
-            fwd = model(x, acts=watch_steps)  # the step probes read dL/da only
+            feed = None
+            if step_probes:  # they read dL/da member by member inside the backward pass
+                feed = partial(_feed, step_probes, TrainStep(index, mask, full_batch))
+            fwd = model(x, last_grad=feed)
             loss = per_sample_loss(fwd.out, train.targets.gather(1, index), loss_kind).mean(1)
             opt.zero_grad()
-            grad_acts = [None] * len(fwd.acts)
-            if watch_steps:  # a hook keeps the gradient itself; retain_grad() would copy it
-                for i, a in enumerate(fwd.acts):
-                    a.register_hook(partial(grad_acts.__setitem__, i))
             loss.sum().backward()
             epoch_loss += loss.detach()
-            if watch_steps:
-                seen = TrainStep(index, fwd, grad_acts, mask, full_batch)
-                for probe in step_probes:
-                    probe.on_train_step(seen)
             opt.step(_lr_scale(sched.milestones, sched.factor, step / spe), mask, active_members)
             current_scores.clear()
             step += 1
