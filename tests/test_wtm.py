@@ -77,12 +77,19 @@ def test_accessor_index_equals_the_tensor_function():
     assert (expected > 0).any() and (expected == 0).any()
 
 
+def accumulate_stacked_signs(sums, counts, index, grad, active=None, in_order=False):
+    """wtm.accumulate_signs for every member of (E, ...) stacks."""
+    for e in range(sums.shape[0]):
+        member_active = None if active is None else active[e]
+        wtm.accumulate_signs(sums[e], counts[e], index[e], grad[e], member_active, in_order)
+
+
 def test_accumulate_signs_counts_each_member_and_skips_inactive():
     sums, counts = torch.zeros(2, 4, 1), torch.zeros(2, 4)
     index = torch.tensor([[0, 2], [1, 2]])
     grad = torch.tensor([[[0.5], [-3.0]], [[-1.0], [0.0]]])
-    wtm.accumulate_signs(sums, counts, index, grad)
-    wtm.accumulate_signs(sums, counts, index, grad, active=torch.tensor([True, False]))
+    accumulate_stacked_signs(sums, counts, index, grad)
+    accumulate_stacked_signs(sums, counts, index, grad, active=torch.tensor([True, False]))
     assert sums[..., 0].tolist() == [[2.0, 0.0, -2.0, 0.0], [0.0, -1.0, 0.0, 0.0]]
     assert counts.tolist() == [[2.0, 0.0, 2.0, 0.0], [0.0, 1.0, 1.0, 0.0]]
 
@@ -97,16 +104,16 @@ def test_accumulate_signs_of_a_full_batch_in_order_equal_the_indexed_sums():
     results = []
     for in_order in (False, True):
         sums, counts = torch.zeros(E, N, H), torch.zeros(E, N)
-        wtm.accumulate_signs(sums, counts, index, grad, in_order=in_order)
-        wtm.accumulate_signs(sums, counts, index, -grad, active, in_order=in_order)
-        wtm.accumulate_signs(sums, counts, index, grad, active, in_order=in_order)
+        accumulate_stacked_signs(sums, counts, index, grad, in_order=in_order)
+        accumulate_stacked_signs(sums, counts, index, -grad, active, in_order=in_order)
+        accumulate_stacked_signs(sums, counts, index, grad, active, in_order=in_order)
         results.append((sums, counts))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert results[1][1][:, 0].tolist() == [3.0, 1.0, 3.0]
     assert results[1][0][1].tolist() == torch.sign(grad[1]).tolist()
     assert results[1][0][0, 1, 0] == 0.0
     sums, counts = torch.zeros(E, N, H), torch.zeros(E, N)  # float64 gradients (a float64 run)
-    wtm.accumulate_signs(sums, counts, index, grad.double(), active, in_order=True)
+    accumulate_stacked_signs(sums, counts, index, grad.double(), active, in_order=True)
     assert torch.equal(sums, torch.sign(grad) * active.view(-1, 1, 1))
 
 

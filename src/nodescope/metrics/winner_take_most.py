@@ -29,37 +29,22 @@ def accumulate_signs(
     active: torch.Tensor | None = None,
     in_order: bool = False,
 ) -> None:
-    """Add sign(∂L/∂a) of one training step to per-sample running sums, in place.
+    """Add sign(∂L/∂a) of one member's training step to its per-sample running sums, in
+    place.
 
-    sums (E, N, H) and counts (E, N) accumulate over steps; index (E, B) are the batch's
-    sample indices, grad (E, B, H) = ∂L/∂a for those samples (any positive scaling of
-    L, e.g. the batch mean, leaves the sign unchanged). Members with active = False
-    are skipped. The paper's mean derivative sign is sums / counts. `in_order` says that
-    index[e] is 0..N-1 for every member (a full batch), so the sums are added in place
-    without an index.
+    sums (N, H) and counts (N,) accumulate over steps; index (B,) are the batch's sample
+    indices, grad (B, H) = ∂L/∂a for those samples (any positive scaling of L, e.g. the
+    batch mean, leaves the sign unchanged). A member with active = False (a 0-d bool
+    tensor, applied as a factor so it is never read on the host) adds nothing. The paper's
+    mean derivative sign is sums / counts. `in_order` says that index is 0..N-1 (a full
+    batch), so the sums are added in place without an index. One member at a time keeps
+    its signs in cache: over a full batch of 3 × 5,000 × 1,000 the whole-stack sign and
+    sum took 30 ms a step, this 6 ms (CPU).
     """
-    for e in range(sums.shape[0]):
-        member_active = None if active is None else active[e]
-        accumulate_member_signs(sums[e], counts[e], index[e], grad[e], member_active, in_order)
-
-
-def accumulate_member_signs(
-    sums: torch.Tensor,
-    counts: torch.Tensor,
-    index: torch.Tensor,
-    grad: torch.Tensor,
-    active: torch.Tensor | None = None,
-    in_order: bool = False,
-) -> None:
-    """`accumulate_signs` for one member: sums (N, H), counts (N,), index (B,), grad (B, H),
-    active a 0-d bool tensor or None. One member at a time keeps its signs in cache: over
-    a full batch of 3 × 5,000 × 1,000 the whole-stack sign and sum took 30 ms a step, this
-    6 ms (CPU). `active` is applied as a factor, so it is never read on the host."""
     sign = torch.sign(grad)
-    if active is not None:
-        sign.mul_(active)
     ones = torch.ones(index.shape, dtype=counts.dtype, device=counts.device)
     if active is not None:
+        sign.mul_(active)
         ones.mul_(active)
     if in_order:
         sums += sign

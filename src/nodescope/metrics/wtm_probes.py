@@ -99,7 +99,7 @@ class GradSignProbe(Probe):
 
     def on_train_grad(self, step: TrainStep, member: int, grad: torch.Tensor) -> None:
         active = None if step.active is None else step.active[member]
-        wtm.accumulate_member_signs(
+        wtm.accumulate_signs(
             self.sums[member], self.counts[member], step.index[member], grad, active, step.in_order
         )
 

@@ -60,6 +60,36 @@ def member_matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = Non
     return MemberMatmul.apply(x, w, b)
 
 
+class _LinearGrads:
+    """The gradients of x, w and b for z[e] = x_e @ w[e] (+ b[e]), filled one member at a
+    time from that member's ∂L/∂z."""
+
+    def __init__(self, x, w, has_bias: bool, needs):
+        need_x, need_w, need_b = needs
+        self.x, self.w, self.shared = x, w, x.dim() == 2
+        self.grad_x = self.grad_w = self.grad_b = None
+        if need_x:
+            self.grad_x = torch.zeros_like(x) if self.shared else torch.empty_like(x)
+        if need_w:
+            self.grad_w = torch.empty_like(w)
+        if need_b and has_bias:
+            self.grad_b = w.new_empty(w.shape[0], 1, w.shape[2])
+
+    def add_member(self, e: int, g: torch.Tensor) -> None:
+        x_e = self.x if self.shared else self.x[e]
+        if self.grad_w is not None:
+            torch.mm(x_e.T, g, out=self.grad_w[e])
+        if self.grad_b is not None:
+            torch.sum(g, 0, keepdim=True, out=self.grad_b[e])
+        if self.grad_x is not None and self.shared:
+            self.grad_x.addmm_(g, self.w[e].T)
+        elif self.grad_x is not None:
+            torch.mm(g, self.w[e].T, out=self.grad_x[e])
+
+    def result(self):
+        return self.grad_x, self.grad_w, self.grad_b
+
+
 class MemberLinearReLU(torch.autograd.Function):
     """h[e] = relu(x_e @ w[e] + b[e]), each member's ReLU (and, backward, its mask and
     GEMMs) run right after its own GEMM, while its output is still in cache: on a stack
@@ -80,39 +110,22 @@ class MemberLinearReLU(torch.autograd.Function):
         return (z, h) if keep else h
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx, *upstream):
         x, w, h = ctx.saved_tensors
-        grad_z, grad_h = grads if ctx.keep else (None, grads[0])
+        grad_z, grad_h = upstream if ctx.keep else (None, upstream[0])
         if grad_h is None and grad_z is None:
             return None, None, None, None
-        E = w.shape[0]
-        shared = x.dim() == 2
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = torch.zeros_like(x) if shared else torch.empty_like(x)
-        if need_w:
-            grad_w = torch.empty_like(w)
-        if need_b and ctx.has_bias:
-            grad_b = h.new_empty(E, 1, h.shape[-1])
+        grads = _LinearGrads(x, w, ctx.has_bias, ctx.needs_input_grad[:3])
         g = h.new_empty(h.shape[1:])
-        for e in range(E):
+        for e in range(w.shape[0]):
             if grad_h is not None:  # ReluBackward's threshold_backward(grad, result, 0)
                 torch.ops.aten.threshold_backward.grad_input(grad_h[e], h[e], 0, grad_input=g)
             else:
                 g.zero_()
             if grad_z is not None:
                 g += grad_z[e]
-            x_e = x if shared else x[e]
-            if need_w:
-                torch.mm(x_e.T, g, out=grad_w[e])
-            if grad_b is not None:
-                torch.sum(g, 0, keepdim=True, out=grad_b[e])
-            if need_x and shared:
-                grad_x.addmm_(g, w[e].T)
-            elif need_x:
-                torch.mm(g, w[e].T, out=grad_x[e])
-        return grad_x, grad_w, grad_b, None
+            grads.add_member(e, g)
+        return *grads.result(), None
 
 
 def member_linear_relu(x, w, b=None, keep: bool = False):
@@ -146,38 +159,20 @@ class MemberReLUOutput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, w, v, h = ctx.saved_tensors
-        E = w.shape[0]
-        shared = x.dim() == 2
-        need_x, need_w, need_b, need_v, need_c = ctx.needs_input_grad[:5]
-        grad_x = grad_w = grad_b = grad_v = grad_c = None
-        if need_x:
-            grad_x = torch.zeros_like(x) if shared else torch.empty_like(x)
-        if need_w:
-            grad_w = torch.empty_like(w)
-        if need_b and ctx.has_b:
-            grad_b = h.new_empty(E, 1, h.shape[-1])
-        if need_v:
-            grad_v = torch.empty_like(v)
-        if need_c and ctx.has_c:
-            grad_c = grad_y.sum(1, keepdim=True)
+        grads = _LinearGrads(x, w, ctx.has_b, ctx.needs_input_grad[:3])
+        need_v, need_c = ctx.needs_input_grad[3:5]
+        grad_v = torch.empty_like(v) if need_v else None
+        grad_c = grad_y.sum(1, keepdim=True) if need_c and ctx.has_c else None
         g = h.new_empty(h.shape[1:])
-        for e in range(E):
+        for e in range(w.shape[0]):
             if grad_v is not None:
                 torch.mm(h[e].T, grad_y[e], out=grad_v[e])
             torch.mm(grad_y[e], v[e].T, out=g)  # ∂L/∂a of member e
             if ctx.on_grad is not None:
                 ctx.on_grad(e, g)
             torch.ops.aten.threshold_backward.grad_input(g, h[e], 0, grad_input=g)
-            x_e = x if shared else x[e]
-            if need_w:
-                torch.mm(x_e.T, g, out=grad_w[e])
-            if grad_b is not None:
-                torch.sum(g, 0, keepdim=True, out=grad_b[e])
-            if need_x and shared:
-                grad_x.addmm_(g, w[e].T)
-            elif need_x:
-                torch.mm(g, w[e].T, out=grad_x[e])
-        return grad_x, grad_w, grad_b, grad_v, grad_c, None
+            grads.add_member(e, g)
+        return *grads.result(), grad_v, grad_c, None
 
 
 def member_relu_output(x, w, b, v, c, on_grad=None):
