@@ -253,6 +253,59 @@ def test_diverged_members_are_recorded_and_the_rest_trains_unchanged(tiny, tmp_p
     )
 
 
+def _file_size_limit(limit: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+@pytest.mark.parametrize(
+    ("file", "limit"), [("group-000.nc", 16384), ("state/group-000.pt", 16384), (LOCK_NAME, 10)]
+)
+def test_a_write_the_system_refuses_is_one_line_and_leaves_nothing_behind(
+    tiny, tmp_path, file, limit
+):
+    """A real refused write, not a mocked OSError: netCDF and torch.save report a full disk
+    or a file-size limit as a RuntimeError that has lost the system's error. A 16 KB
+    file-size limit lets the spec files through and stops the group file (48 KB) or the
+    training state (width 400: about 200 KB); 10 bytes stop the folder's lock file."""
+    if file.startswith("state"):
+        tiny["model"]["width"] = 400
+        tiny["resume"] = {"every_epochs": 1}
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nodescope", "run", str(spec), "--out", str(out)]
+    limited = subprocess.run(
+        cmd, capture_output=True, text=True, preexec_fn=_file_size_limit(limit), timeout=300
+    )
+    assert limited.returncode == 2, limited.stderr
+    assert limited.stderr.count("\n") == 1 and "Traceback" not in limited.stderr
+    assert f"cannot write {out / file} (File too large); raise the file-size limit" in (
+        limited.stderr.replace("\n", "")
+    )
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("group-*"))
+    assert not (out / LOCK_NAME).exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert damage(out / "group-000.nc") is None
+
+
+def test_a_library_error_that_is_not_about_the_disk_stays_itself(tmp_path):
+    from nodescope.results.integrity import write_file_atomic
+
+    def half_then_bug(tmp: Path) -> None:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("NetCDF: not a disk problem")
+
+    with pytest.raises(RuntimeError, match="not a disk problem"):
+        write_file_atomic(tmp_path / "group-000.nc", half_then_bug)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_full_disk_from_the_start_is_one_line_naming_the_file(
     tiny, tmp_path, capsys, monkeypatch
 ):
@@ -296,3 +349,54 @@ def test_a_writer_killed_between_its_renames_leaves_a_file_that_verifies(
     assert damage(path) is None, path.read_bytes()
     path.write_bytes(b"first versioX")  # a damaged file is still caught
     assert damage(path) is not None
+
+
+def test_a_checksum_cache_that_cannot_be_written_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import hashlib
+
+    from nodescope.results.provenance import cached_sha256
+
+    group = tmp_path / "group-000.nc"
+    group.write_bytes(b"finished results")
+    real = Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):
+        real(self, text[:3])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    assert cached_sha256(group) == hashlib.sha256(b"finished results").hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["group-000.nc"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_figures_the_disk_refuses_are_one_line_and_keep_the_earlier_ones(tiny, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", str(write_spec(tmp_path, tiny)), "--out", str(run)]) == 0
+    assert main(["plot", str(run)]) == 0
+    figures = run / "figures"
+    before = {p.name: p.read_bytes() for p in figures.iterdir()}
+    assert "curves.png" in before
+    cmd = [sys.executable, "-m", "nodescope", "plot", str(run)]
+    limited = subprocess.run(
+        cmd, capture_output=True, text=True, preexec_fn=_file_size_limit(1000), timeout=300
+    )
+    assert limited.returncode == 2, limited.stderr
+    assert limited.stderr.count("\n") == 1 and "Traceback" not in limited.stderr
+    assert "(File too large)" in limited.stderr and ".png" in limited.stderr
+    assert {p.name: p.read_bytes() for p in figures.iterdir()} == before
+
+
+def test_a_damaged_stored_spec_is_one_line_and_keeps_the_results(tiny, tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny)
+    run = tmp_path / "run"
+    assert main(["run", str(spec), "--out", str(run)]) == 0
+    group = (run / "group-000.nc").read_bytes()
+    with (run / "resolved_spec.toml").open("a") as f:
+        f.write("half a line [[\n")
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "resolved_spec.toml: TOML syntax error" in err and "the stored spec is damaged" in err
+    assert "pass --fresh to replace the results" in err
+    assert (run / "group-000.nc").read_bytes() == group

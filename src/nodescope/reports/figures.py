@@ -6,13 +6,15 @@ FIGURES maps a file name to (figure function, whether the Dataset has its data).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from ..results.integrity import make_folder
+from ..errors import UserError
+from ..results.integrity import fix_for_write, make_folder, temp_path
 from .activation_gap_figures import (
     gap_products_figure,
     gap_ratios_figure,
@@ -196,7 +198,25 @@ def write_figures(ds: xr.Dataset, out: Path) -> list[Path]:
             fig = make(part)
             for ext in ("png", "pdf"):
                 path = out / f"{file_name}.{ext}"
-                fig.savefig(path, dpi=120)  # a failed write is one line (cli.main)
+                save_figure(fig, path)
                 written.append(path)
             plt.close(fig)
     return written
+
+
+def save_figure(fig, path: Path) -> None:
+    """Draw into a temporary file, then rename it into place: a full disk leaves the
+    earlier figure, no empty or half-drawn file, and ends in one line."""
+    tmp = temp_path(path)
+    try:
+        fig.savefig(tmp, dpi=120, format=path.suffix[1:])
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path} ({exc.strerror or exc}); {fix_for_write(exc)}, or "
+            "choose another figure folder with --out DIR"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -49,7 +50,13 @@ def write_file_atomic(path: Path, write) -> None:
     untouched, removes the temporary file and ends in one line."""
     tmp = temp_path(path)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError as exc:
+            refused = _system_write_error(tmp)
+            if refused is None:
+                raise
+            raise refused from exc
         with _RENAMING:
             digest = record_checksum(tmp, path)
             os.replace(tmp, path)
@@ -58,12 +65,34 @@ def write_file_atomic(path: Path, write) -> None:
         with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
             tmp.unlink(missing_ok=True)
         raise UserError(
-            f"cannot write {path} ({exc.strerror or exc}); free disk space or fix the "
-            "folder's permissions, then run again: stored groups are kept"
+            f"cannot write {path} ({exc.strerror or exc}); {fix_for_write(exc)}, then run "
+            "again: stored groups are kept"
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _system_write_error(tmp: Path) -> OSError | None:
+    """netCDF ("NetCDF: HDF error") and torch.save report a failed write (full disk,
+    quota, file-size limit) as a RuntimeError that has lost the system's error. Writing
+    1 MB more to the same temporary file meets it again, as an OSError; None where that
+    write succeeds, so that the library's error is not about the disk and stays itself."""
+    try:
+        with open(tmp, "ab") as f:
+            f.write(bytes(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc
+    return None
+
+
+def fix_for_write(exc: OSError) -> str:
+    """What a user does about a write the system refused."""
+    if exc.errno == errno.EFBIG:
+        return "raise the file-size limit (ulimit -f)"
+    return "free disk space or fix the folder's permissions"
 
 
 def sidecar(path: Path) -> Path:
@@ -155,8 +184,17 @@ class FolderLock:
                 raise UserError(
                     f"cannot create {self.path} ({reason}); {CHOOSE_OTHER_FOLDER}"
                 ) from None
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.owner, handle)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(self.owner, handle)
+            except OSError as exc:  # a full disk still creates the empty file
+                self.path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()  # only when this run made it
+                raise UserError(
+                    f"cannot write {self.path} ({exc.strerror or exc}); {fix_for_write(exc)}, or "
+                    f"{CHOOSE_OTHER_FOLDER}"
+                ) from None
             return self
         raise UserError(f"{self.path.parent} is locked by another run; try again")
 

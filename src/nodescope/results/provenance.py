@@ -5,6 +5,7 @@ Each group file carries these as global attributes (strings; JSON where structur
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -116,12 +117,13 @@ def cached_sha256(path: Path, known: str | None = None) -> str:
     # earlier versions of the file (rewritten group files) leave the cache
     cache = {k: v for k, v in cache.items() if not k.startswith(f"{path.name}:")}
     cache[key] = digest
+    tmp = cache_path.with_name(f"{SHA_CACHE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp = cache_path.with_name(f"{SHA_CACHE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(cache))
         os.replace(tmp, cache_path)
-    except OSError:
-        pass  # a read-only data folder: hash again next time
+    except OSError:  # a read-only or full data folder: hash again next time
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return cache[key]
 
 

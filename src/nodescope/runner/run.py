@@ -70,7 +70,14 @@ def _check_same_spec(run_dir: Path, spec: Spec) -> None:
     resolved = run_dir / RESOLVED_NAME
     if not resolved.exists() or not any(run_dir.glob(GROUP_GLOB)):
         return
-    old = validate_dict(read_toml(resolved)[0], str(resolved))
+    try:
+        old = validate_dict(read_toml(resolved)[0], str(resolved))
+    except UserError as exc:
+        why = str(exc).split("; fix")[0]
+        raise UserError(
+            f"{why}: the stored spec is damaged; pass --fresh to replace the results in "
+            f"{run_dir} or --out DIR to keep them"
+        ) from None
     if spec_hash(old) != spec_hash(spec):
         changed = spec_differences(old, spec)
         shown = ", ".join(changed[:4]) + (
