@@ -154,3 +154,44 @@ def test_a_missing_dask_extra_names_it(tiny, tmp_path, capsys, monkeypatch):
     assert main([*argv, "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install 'nodescope[dask]'" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_ctrl_c_on_a_local_cluster_is_one_line(tiny, tmp_path):
+    """Ctrl-C reaches the terminal's whole process group, the local cluster's workers
+    included: the run ends in its one line, without a traceback from any worker."""
+    import subprocess
+    import sys
+
+    from nodescope.results.integrity import LOCK_NAME
+
+    tiny["training"]["epochs"] = 100000  # far longer than the wait below
+    tiny["sweep"] = {"seed": [0, 1]}  # one group: one worker trains, one waits
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nodescope", "run", str(write_spec(tmp_path, tiny))]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    lines: list[str] = []
+    training = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "epoch" in line:  # a worker's progress: the workers are up and training
+                training.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert training.wait(180), "".join(lines)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=60)
+    after = "".join(lines).split("epoch")[-1]
+    assert proc.returncode == 130, "".join(lines)
+    assert "Traceback" not in after and "interrupted" in after, "".join(lines)
+    assert not (out / LOCK_NAME).exists()

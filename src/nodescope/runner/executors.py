@@ -92,6 +92,7 @@ def connect(scheduler: str | None, workers: int):
         processes=True,
         dashboard_address=":0",
         silence_logs=logging.CRITICAL,
+        preload=["nodescope.runner.dask_worker_setup"],
     )
     return distributed.Client(cluster)
 
