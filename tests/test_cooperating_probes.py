@@ -64,6 +64,27 @@ def test_chunked_probes_match_whole_split_formulas(tiny, one_thread):
     assert perplexity.words is None and classifiers.preacts == {}  # freed after the checkpoint
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_diverging_member_leaves_the_other_members_classifiers_unchanged(tiny, one_thread, bad):
+    """A member whose weights went non-finite mid-epoch (before its divergence is seen at
+    the epoch's end) has no density to fit: its accuracies are NaN, the other's exact."""
+    model, data, (classifiers,) = probe_setup(tiny, node_classifiers={"splits": ["test"]})
+    with torch.no_grad():
+        model.weights[0][1, :3] = bad
+    record_checkpoint(model, data, [classifiers], 1, "ce", chunk=7)
+    with torch.no_grad():
+        z = {s: model(data.splits[s].x[0], keep=True).preacts for s in ("train", "test")}
+    labels = {s: data.splits[s].labels for s in z}
+    for layer in range(2):
+        (post,) = cooperating.layer_log_posteriors(
+            z["train"][layer][:1], labels["train"], [z["test"][layer][:1]], 4
+        )
+        acc = (post.argmax(-1) == labels["test"]).double().mean(-1).T
+        np.testing.assert_array_equal(classifiers.accuracy[:1, 1, layer, :, 2], acc)
+    assert not np.isnan(classifiers.accuracy[0, 1, :, :, 2]).any()
+    assert np.isnan(classifiers.accuracy[1, 1]).all()
+
+
 def test_best_network_matches_its_checkpoint(tiny, one_thread):
     tiny["training"].update(epochs=4, early_stopping={"patience": 1})
     tiny["checkpoints"] = {"every": 1, "initial": False}

@@ -203,10 +203,17 @@ class NodeClassifiersProbe(_CooperatingProbe):
             return
         data = self.ctx.data.splits
         for layer in range(len(self.ctx.widths)):
+            # A member diverging in this epoch has non-finite pre-activations, on which no
+            # density can be fitted; it is fitted on zeros and its accuracy is NaN (the
+            # run masks its values after divergence anyway), the other members unchanged.
+            finite = torch.stack(
+                [torch.isfinite(z[layer]).flatten(1).all(1) for z in self.preacts.values()]
+            ).all(0)
+            layer_z = {s: _zero_where_not(finite, z[layer]) for s, z in self.preacts.items()}
             posteriors = coop.layer_log_posteriors(
-                self.preacts["train"][layer],
+                layer_z["train"],
                 data["train"].labels,
-                [self.preacts[s][layer] for s in self.scored],
+                [layer_z[s] for s in self.scored],
                 self.ctx.n_classes,
                 self.ctx.activation,
                 self.options.threshold,
@@ -215,6 +222,7 @@ class NodeClassifiersProbe(_CooperatingProbe):
             for split, post in zip(self.scored, posteriors, strict=True):
                 right = post.argmax(-1) == data[split].labels.to(post.device)  # (3, E, M)
                 accuracy = right.double().mean(-1).T.cpu().numpy()  # (E, 3)
+                accuracy[~finite.cpu().numpy()] = np.nan
                 self.accuracy[:, slot, layer, :, self.split_names.index(split)] = accuracy
         self.preacts = {}
 
@@ -235,3 +243,8 @@ class NodeClassifiersProbe(_CooperatingProbe):
             "cooperating-classifiers paper Sec. 5.1, Eq. 11",
         )
         return {"layer_accuracy": da.assign_coords(coords)}
+
+
+def _zero_where_not(finite: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """(E, N, H) z with the members that are not `finite` (E,) set to 0."""
+    return z if bool(finite.all()) else torch.where(finite[:, None, None], z, 0.0)
