@@ -92,3 +92,43 @@ def test_progress_in_logs_names_each_phase():
     assert "step 0/100, first checkpoint" in text and "ETA –" in text
     assert "step 10/100, epoch 1.00, loss 0.5000" in text
     assert "step 100/100, final evaluation" in text
+
+
+@pytest.fixture(scope="module")
+def cooperating_run(tmp_path_factory):
+    """A real run with both cooperating-classifier probes over a learning-rate sweep."""
+    from tiny_specs import tiny_spec_dict
+
+    import nodescope
+    from nodescope.cli import main
+    from nodescope.spec.toml_io import dump_toml
+
+    folder = tmp_path_factory.mktemp("cooperating")
+    spec = tiny_spec_dict(
+        **{
+            "model.depth": 2,
+            "probes": {"perplexity": {}, "node_classifiers": {}},
+            "sweep": {"optimiser.lr": [0.01, 0.0003]},
+        }
+    )
+    (folder / "spec.toml").write_text(dump_toml(spec))
+    assert main(["run", str(folder / "spec.toml"), "--out", str(folder / "run")]) == 0
+    return nodescope.open(folder / "run").load()
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_cooperating_panel_never_cuts_a_number(cooperating_run, width):
+    from nodescope.reports.cooperating import cooperating_panel
+
+    text = render(cooperating_panel(cooperating_run, width=width), width)
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines())
+    assert "0.0003" in text and "perplexity" in text and "comb %" in text
+    assert "not shown at this width: train net %" in text.replace("\n", " ")
+
+
+def test_cooperating_panel_on_a_wide_terminal_shows_every_column(cooperating_run):
+    from nodescope.reports.cooperating import cooperating_panel
+
+    text = render(cooperating_panel(cooperating_run, width=200), 200)
+    assert "not shown" not in text and text.count("net %") == 2 and "distinct" in text

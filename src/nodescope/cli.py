@@ -176,7 +176,8 @@ def _print_report(ds) -> None:
         console.print(line, highlight=False)
     console.print(summary_table(ds, width=console.width))
     panels = (sample_set_panel(ds), accuracy_grid_panel(ds), wtm_panel(ds))
-    for panel in (*panels, cooperating_panel(ds), selection_panel(ds), gap_condition_panel(ds)):
+    cooperating = cooperating_panel(ds, width=console.width)
+    for panel in (*panels, cooperating, selection_panel(ds), gap_condition_panel(ds)):
         if panel is not None:
             console.print(panel)
 

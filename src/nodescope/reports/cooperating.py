@@ -14,6 +14,8 @@ import json
 import numpy as np
 import xarray as xr
 from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from .. import accessor  # noqa: F401  registers ds.ns
@@ -43,8 +45,10 @@ def _num(value: float) -> str:
     return "–" if np.isnan(value) else f"{value:.3g}"
 
 
-def cooperating_panel(ds: xr.Dataset) -> Table | None:
-    """Per-layer table of the perplexity and node-classifier measurements; None without them."""
+def cooperating_panel(ds: xr.Dataset, width: int | None = None) -> Table | None:
+    """Per-layer table of the perplexity and node-classifier measurements; None without them.
+    With `width` (the terminal's), whole columns are left out (DROP_ORDER) until the table
+    fits, so that no number is cut; the caption names what was left out."""
     if "perplexity" not in ds and "layer_accuracy" not in ds:
         return None
     dims = json.loads(ds.attrs.get("sweep_dims", "[]"))
@@ -71,21 +75,8 @@ def cooperating_panel(ds: xr.Dataset) -> Table | None:
 
     columns = {k: v.compute() for k, v in columns.items()}  # one read of lazy results
     accuracy_columns = {k: v.compute() for k, v in accuracy_columns.items()}
-    n_seeds = ds.sizes.get("seed", 1)
-    table = Table(
-        title=f"{ds.attrs.get('experiment', 'run')}: layers of cooperating classifiers",
-        title_justify="left",
-        caption=f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; " + "; ".join(when),
-        caption_justify="left",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for d in [*others, "layer"]:
-        table.add_column(d, justify="right", style="cyan", no_wrap=True)
-    for name in [*columns, *accuracy_columns]:
-        table.add_column(name, justify="right", no_wrap=True)
-
+    heads = [*others, "layer", *columns, *accuracy_columns]
+    rows = []
     for combo in itertools.product(*(ds[d].values for d in others)):
         where = dict(zip(others, combo, strict=True))
         for layer in ds.layer.values:
@@ -99,8 +90,59 @@ def cooperating_panel(ds: xr.Dataset) -> Table | None:
                 continue  # a layer this combination does not have (depth sweeps)
             cells = [str(v) for v in combo] + [str(layer)]
             cells += [_num(v) for v in values] + [_pct(v) for v in accs]
-            table.add_row(*cells)
+            rows.append(cells)
+    n_seeds = ds.sizes.get("seed", 1)
+    caption = [f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; " + "; ".join(when)]
+    title = f"{ds.attrs.get('experiment', 'run')}: layers of cooperating classifiers"
+    keep = list(heads)
+    dropped = []
+    for head in [h for h in DROP_ORDER if h in heads]:
+        if width is None or _width(_table(others, heads, keep, rows)) <= width:
+            break
+        keep.remove(head)
+        dropped.append(head.replace("\n", " "))
+    if dropped:
+        caption.append(f"not shown at this width: {', '.join(dropped)}")
+    return _table(others, heads, keep, rows, title, "\n".join(caption))
+
+
+# Columns left out first when the terminal is too narrow: train before test, the
+# network's own accuracy (also in the summary table) and pattern counts before the rest.
+DROP_ORDER = (
+    "train\nnet %",
+    "train\ncont %",
+    "train\ndisc %",
+    "train\ncomb %",
+    "distinct",
+    "test\nnet %",
+    "P / N_c",
+)
+
+
+def _table(others, heads, keep, rows, title=None, caption=None) -> Table:
+    """The columns `keep` of `heads`, one row per cell list of `rows`."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for head in keep:
+        style = "cyan" if head in [*others, "layer"] else None
+        table.add_column(head, justify="right", style=style, no_wrap=True)
+    index = [heads.index(h) for h in keep]
+    for cells in rows:
+        table.add_row(*(cells[i] for i in index))
     return table
+
+
+def _width(table: Table) -> int:
+    """Characters the table needs to show every cell on one line."""
+    wide = Console(width=100_000)
+    return Measurement.get(wide, wide.options, table).maximum
 
 
 def _value(da: xr.DataArray, at: dict) -> float:
