@@ -38,6 +38,45 @@ def test_difficulty_on_hand_built_centroids():
     np.testing.assert_allclose(d.numpy(), [-2.0, 1.2, -1.6], rtol=1e-6)
 
 
+@pytest.mark.parametrize("data_name", ["synthetic_patterns", "mnist"])
+def test_pattern_probes_know_every_pattern_of_the_spec_with_a_small_training_split(
+    tiny, data_name, tmp_path, monkeypatch
+):
+    """A training split that draws only some patterns (here one sample) still has the
+    spec's patterns and their classes; the difficulty sums every other pattern's
+    centroid, written here as an explicit loop."""
+    if data_name == "mnist":
+        from nodescope.data import fetch
+
+        if not (fetch.data_dir() / "mnist").exists():
+            pytest.skip("needs MNIST (nodescope fetch mnist)")
+        tiny["data"] = {"name": "mnist", "train_size": 3, "val_size": 0, "test_size": 20}
+    else:
+        tiny["data"].update(n_patterns=4, n_classes=2, train_size=1)
+    tiny["probes"] = {"pattern_preactivation": {}, "difficulty": {}}
+    group = plan(validate_dict(tiny, "test"))[0]
+    result = train_group(group, torch.device("cpu"))
+    v = result.variables
+    expected = [0, 0, 1, 1] if data_name != "mnist" else list(range(10))
+    assert v["pattern_preactivation"].sizes["pattern"] == len(expected)
+    assert v["pattern_preactivation"].pattern_class.values.tolist() == expected
+    data = build_group_data([m.spec for m in group.members], torch.device("cpu"))
+    train = data.splits["train"]
+    x, labels, patterns = train.x[0].double(), train.labels, train.patterns
+    if data.centroids is not None:
+        cents = torch.from_numpy(data.centroids).double()
+    else:  # digits absent from the 3 training images add nothing
+        cents = torch.zeros(10, x.shape[1], dtype=torch.float64)
+        for k in range(10):
+            if (patterns == k).any():
+                cents[k] = x[patterns == k].mean(0)
+    for i in range(train.size):
+        own = sum(cents[k] for k in range(len(expected)) if expected[k] == labels[i])
+        other = sum(cents[k] for k in range(len(expected)) if expected[k] != labels[i])
+        want = float(x[i] @ other - x[i] @ own)
+        np.testing.assert_allclose(v["difficulty"].values[0, i], want, rtol=1e-5, atol=1e-5)
+
+
 def test_loss_shares_by_hand():
     losses = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     difficult = torch.tensor([[True, False, False, True]])

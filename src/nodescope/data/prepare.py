@@ -110,6 +110,17 @@ def synthetic_sample(
     return HostSplit(x, labels.astype(np.int64), patterns.astype(np.int64))
 
 
+def pattern_labels(data: Data) -> np.ndarray:
+    """The class of every hidden pattern of a data spec, pattern k at index k: synthetic
+    patterns as generated (k // (n_patterns / n_classes)); for IDX data the digits are
+    the patterns, labels themselves or, for aggregated_mnist, digit // 5."""
+    if data.name == "synthetic_patterns":
+        patterns = np.arange(data.n_patterns)
+        return synthetic.pattern_class(patterns, data.n_patterns, data.n_classes).astype(np.int64)
+    digits = np.arange(10, dtype=np.int64)
+    return digits // 5 if data.name == "aggregated_mnist" else digits
+
+
 def idx_source(data_name: str) -> str:
     """The IDX data set a spec's data.name reads (aggregated_mnist is MNIST)."""
     return "fashion_mnist" if data_name == "fashion_mnist" else "mnist"

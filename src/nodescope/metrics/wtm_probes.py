@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..data.prepare import HostSplit, synthetic_sample
+from ..data.prepare import HostSplit, pattern_labels, synthetic_sample
 from ..data.seeds import numpy_rng
 from ..models.loss import predictions
 from . import winner_take_most as wtm
@@ -17,12 +17,9 @@ from .base import EvalBatch, Probe, ProbeContext, TrainStep, variable
 
 
 def pattern_classes(ctx: ProbeContext) -> np.ndarray:
-    """Class of every hidden pattern (pattern k -> the label its samples carry)."""
-    split = ctx.data.splits["train"]
-    patterns, labels = split.patterns.cpu().numpy(), split.labels.cpu().numpy()
-    out = np.zeros(patterns.max() + 1, dtype=np.int64)
-    out[patterns] = labels
-    return out
+    """Class of every hidden pattern of the spec (pattern k -> the label its samples
+    carry), whether or not a small training split drew each of them."""
+    return pattern_labels(ctx.specs[0].data)
 
 
 def _pattern_coords(ctx: ProbeContext) -> dict:
@@ -175,12 +172,12 @@ class DifficultyProbe(Probe):
         super().__init__(options, ctx)
         train = ctx.data.splits["train"]
         x = train.x  # (V, N, F): one block per distinct input variant of the group
+        classes = torch.from_numpy(pattern_classes(ctx)).to(x.device)
         if ctx.data.centroids is not None:
             cents = torch.from_numpy(ctx.data.centroids).to(x)
-        else:
-            onehot = torch.nn.functional.one_hot(train.patterns).to(x.dtype)
-            cents = (onehot.T @ x[0]) / onehot.sum(0).unsqueeze(-1)
-        classes = torch.from_numpy(pattern_classes(ctx)).to(x.device)
+        else:  # a digit without training samples has no mean image and adds nothing
+            onehot = torch.nn.functional.one_hot(train.patterns, len(classes)).to(x.dtype)
+            cents = (onehot.T @ x[0]) / onehot.sum(0).clamp_min(1).unsqueeze(-1)
         self.d = wtm.difficulty(x, train.labels, cents, classes)[train.variant]  # (E, N)
         self.difficult = self.d > 0
         self.loss = torch.zeros(ctx.n_members, train.size, dtype=torch.float64, device=x.device)
