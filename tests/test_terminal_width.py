@@ -132,3 +132,26 @@ def test_cooperating_panel_on_a_wide_terminal_shows_every_column(cooperating_run
 
     text = render(cooperating_panel(cooperating_run, width=200), 200)
     assert "not shown" not in text and text.count("net %") == 2 and "distinct" in text
+
+
+def test_gap_condition_panel_fits_80_columns_with_an_architecture_sweep(tmp_path):
+    from tiny_specs import tiny_spec_dict
+
+    import nodescope
+    from nodescope.cli import main
+    from nodescope.reports.activation_gaps import gap_condition_panel
+    from nodescope.spec.toml_io import dump_toml
+
+    spec = tiny_spec_dict(
+        **{
+            "model.summary_width": 2,
+            "model.output_bias": False,
+            "probes": {"activation_gaps": {"n_samples": 20, "n_misclassified": 8}},
+            "sweep": {"model.width": [16, 300], "seed": [0, 1]},
+        }
+    )
+    (tmp_path / "spec.toml").write_text(dump_toml(spec))
+    assert main(["run", str(tmp_path / "spec.toml"), "--out", str(tmp_path / "run")]) == 0
+    text = render(gap_condition_panel(nodescope.open(tmp_path / "run").load()), 80)
+    assert "…" not in text and "misclassified" in text and "normalised" in text
+    assert all(len(line) <= 80 for line in text.splitlines())

@@ -143,12 +143,14 @@ def gap_condition_panel(ds: xr.Dataset) -> Table | None:
         caption=f"lowest fraction of correct pairs over all members: {every}",
         caption_justify="left",
         box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
     )
     for d in arch:
-        table.add_column(d, justify="right", style="cyan")
-    table.add_column("pairs", justify="left")
-    table.add_column("n", justify="right")
-    table.add_column("weights", justify="left")
+        table.add_column(d, justify="right", style="cyan", no_wrap=True)
+    table.add_column("pairs", justify="left", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("weights", justify="left", no_wrap=True)
     for c in frac.condition.values:
         table.add_column(CONDITION_LABELS[str(c)], justify="right")
     for where, member in selected_members(ds):
