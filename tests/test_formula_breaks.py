@@ -46,8 +46,11 @@ def split(x, labels, patterns) -> SplitData:
     )
 
 
-def context(train: SplitData, test: SplitData, width: int, centroids=None) -> ProbeContext:
-    data = GroupData({"train": train, "test": test}, 2, ["0", "1"], None, centroids)
+def context(
+    train: SplitData, test: SplitData, width: int, pattern_classes, centroids=None
+) -> ProbeContext:
+    splits = {"train": train, "test": test}
+    data = GroupData(splits, 2, ["0", "1"], None, centroids, np.array(pattern_classes))
     return ProbeContext(1, 1, [width], 2, "relu", "mse", data)
 
 
@@ -63,7 +66,7 @@ def test_pattern_means_are_of_preactivations_over_the_evaluated_split():
     # patterns 0, 1 of class 0 and 2 of class 1; the training split holds them 3, 1, 2 times
     train = split(np.zeros((6, 2)), [0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 2, 2])
     test = split(np.zeros((4, 2)), [0, 0, 0, 1], [1, 0, 1, 2])  # 1, 2, 1 times
-    ctx = context(train, test, width=1)
+    ctx = context(train, test, width=1, pattern_classes=[0, 0, 1])
     probe = wtm_probes.PatternPreactivationProbe(options.PatternPreactivationProbe(), ctx)
     z = torch.tensor([[[-3.0], [1.0], [2.0], [-4.0]]])  # (E, B, H) of test samples 0-3
     probe.update(0, batch("test", [0, 1], [z[:, :2]]))
@@ -80,7 +83,7 @@ def test_difficulty_probe_marks_positive_d_difficult_and_reports_its_share_first
     centroids = np.eye(2)
     x = [[1.0, 0.0], [0.2, 0.8], [0.0, 1.0], [0.9, 0.1], [0.6, 0.4]]
     train = split(x, [0, 0, 1, 1, 0], [0, 0, 1, 1, 0])
-    ctx = context(train, train, width=1, centroids=centroids)
+    ctx = context(train, train, width=1, pattern_classes=[0, 1], centroids=centroids)
     probe = wtm_probes.DifficultyProbe(options.DifficultyProbe(), ctx)
     np.testing.assert_allclose(probe.d.numpy()[0], [-1.0, 0.6, -1.0, 0.8, -0.2], rtol=1e-6)
     loss = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0]])

@@ -70,6 +70,7 @@ class GroupData:
     class_names: list[str]
     corrupted: np.ndarray | None  # (E, N_train) bool: labels replaced by label noise
     centroids: np.ndarray | None  # (n_patterns, F) noiseless synthetic centroids
+    pattern_classes: np.ndarray  # (n_patterns,) class of each hidden pattern (digit for IDX)
 
 
 def synthetic_masks(data: Data) -> np.ndarray:
@@ -264,4 +265,5 @@ def build_group_data(
         class_names=first.class_names(),
         corrupted=corrupted,
         centroids=cents,
+        pattern_classes=pattern_labels(first),
     )

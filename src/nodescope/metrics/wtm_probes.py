@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..data.prepare import HostSplit, pattern_labels, synthetic_sample
+from ..data.prepare import HostSplit, synthetic_sample
 from ..data.seeds import numpy_rng
 from ..models.loss import predictions
 from . import winner_take_most as wtm
@@ -17,9 +17,9 @@ from .base import EvalBatch, Probe, ProbeContext, TrainStep, variable
 
 
 def pattern_classes(ctx: ProbeContext) -> np.ndarray:
-    """Class of every hidden pattern of the spec (pattern k -> the label its samples
+    """Class of every hidden pattern of the data (pattern k -> the label its samples
     carry), whether or not a small training split drew each of them."""
-    return pattern_labels(ctx.specs[0].data)
+    return ctx.data.pattern_classes
 
 
 def _pattern_coords(ctx: ProbeContext) -> dict:
