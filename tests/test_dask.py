@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ import xarray as xr
 
 import nodescope
 from nodescope.cli import main
+from nodescope.results.integrity import LOCK_NAME
 from nodescope.runner.resume import state_path
 from nodescope.spec.toml_io import dump_toml
 
@@ -160,11 +163,6 @@ def test_a_missing_dask_extra_names_it(tiny, tmp_path, capsys, monkeypatch):
 def test_ctrl_c_on_a_local_cluster_is_one_line(tiny, tmp_path):
     """Ctrl-C reaches the terminal's whole process group, the local cluster's workers
     included: the run ends in its one line, without a traceback from any worker."""
-    import subprocess
-    import sys
-
-    from nodescope.results.integrity import LOCK_NAME
-
     tiny["training"]["epochs"] = 100000  # far longer than the wait below
     tiny["sweep"] = {"seed": [0, 1]}  # one group: one worker trains, one waits
     out = tmp_path / "run"

@@ -39,9 +39,7 @@ def test_difficulty_on_hand_built_centroids():
 
 
 @pytest.mark.parametrize("data_name", ["synthetic_patterns", "mnist"])
-def test_pattern_probes_know_every_pattern_of_the_spec_with_a_small_training_split(
-    tiny, data_name, tmp_path, monkeypatch
-):
+def test_pattern_probes_know_every_pattern_of_the_spec_with_a_small_training_split(tiny, data_name):
     """A training split that draws only some patterns (here one sample) still has the
     spec's patterns and their classes; the difficulty sums every other pattern's
     centroid, written here as an explicit loop."""

@@ -190,7 +190,7 @@ class FolderLock:
             except OSError as exc:  # a full disk still creates the empty file
                 self.path.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
-                    self.path.parent.rmdir()  # only when this run made it
+                    self.path.parent.rmdir()  # only when empty, as on exit
                 raise UserError(
                     f"cannot write {self.path} ({exc.strerror or exc}); {fix_for_write(exc)}, or "
                     f"{CHOOSE_OTHER_FOLDER}"
