@@ -155,3 +155,39 @@ def test_gap_condition_panel_fits_80_columns_with_an_architecture_sweep(tmp_path
     text = render(gap_condition_panel(nodescope.open(tmp_path / "run").load()), 80)
     assert "…" not in text and "misclassified" in text and "normalised" in text
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def noise_grid(n: int = 8) -> xr.Dataset:
+    """Paper Fig. 1's grid: n sigma_train × n sigma_test, 3 seeds; seed 0 of the first
+    cell at 100% makes the widest mean."""
+    rng = np.random.default_rng(1)
+    acc = rng.uniform(0.5, 0.99, (n, 3, n))
+    acc[0, :, 0] = [1.0, 0.9, 0.8]  # mean 90.0, standard error 5.8
+    sigmas = np.round(np.linspace(0.1, 1.5, n), 2)
+    return xr.Dataset(
+        {"accuracy_noise": (("sigma", "seed", "sigma_test"), acc)},
+        coords={"sigma": sigmas, "seed": [0, 1, 2], "sigma_test": sigmas},
+        attrs={"sweep_dims": '["sigma", "seed"]', "experiment": "grid"},
+    )
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_accuracy_grid_never_cuts_a_number(width):
+    from nodescope.reports.winner_take_most import accuracy_grid_panel
+
+    text = render(accuracy_grid_panel(noise_grid(), width=width), width)
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines())
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("0.1 "))
+    if width == 80:  # "mean±error" cells do not fit: each error below its mean
+        assert lines[first].split()[1] == "90.0" and lines[first + 1].split()[0] == "±5.8"
+    else:
+        assert lines[first].split()[1] == "90.0±5.8"
+
+
+def test_accuracy_grid_on_a_wide_terminal_keeps_mean_and_error_on_one_line():
+    from nodescope.reports.winner_take_most import accuracy_grid_panel
+
+    text = render(accuracy_grid_panel(noise_grid(), width=200), 200)
+    assert "90.0±5.8" in text

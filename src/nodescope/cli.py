@@ -175,7 +175,7 @@ def _print_report(ds) -> None:
     for line in provenance_lines(ds):
         console.print(line, highlight=False)
     console.print(summary_table(ds, width=console.width))
-    panels = (sample_set_panel(ds), accuracy_grid_panel(ds), wtm_panel(ds))
+    panels = (sample_set_panel(ds), accuracy_grid_panel(ds, console.width), wtm_panel(ds))
     cooperating = cooperating_panel(ds, width=console.width)
     for panel in (*panels, cooperating, selection_panel(ds), gap_condition_panel(ds)):
         if panel is not None:

@@ -14,12 +14,11 @@ import json
 import numpy as np
 import xarray as xr
 from rich import box
-from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
 from .. import accessor  # noqa: F401  registers ds.ns
 from .sample_sets import _seed_mean
+from .width import table_width
 
 SYSTEM_HEADS = {"discrete": "disc", "continuous": "cont", "combined": "comb"}
 
@@ -97,7 +96,7 @@ def cooperating_panel(ds: xr.Dataset, width: int | None = None) -> Table | None:
     keep = list(heads)
     dropped = []
     for head in [h for h in DROP_ORDER if h in heads]:
-        if width is None or _width(_table(others, heads, keep, rows)) <= width:
+        if width is None or table_width(_table(others, heads, keep, rows)) <= width:
             break
         keep.remove(head)
         dropped.append(head.replace("\n", " "))
@@ -137,12 +136,6 @@ def _table(others, heads, keep, rows, title=None, caption=None) -> Table:
     for cells in rows:
         table.add_row(*(cells[i] for i in index))
     return table
-
-
-def _width(table: Table) -> int:
-    """Characters the table needs to show every cell on one line."""
-    wide = Console(width=100_000)
-    return Measurement.get(wide, wide.options, table).maximum
 
 
 def _value(da: xr.DataArray, at: dict) -> float:

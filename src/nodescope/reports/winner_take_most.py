@@ -25,10 +25,12 @@ from rich.text import Text
 from .. import accessor  # noqa: F401  registers ds.ns
 from .plotting import seed_spread
 from .sample_sets import _thin, sparkline
+from .width import table_width
 from .words import plural
 
 BEST = "bold green"
 SHARE_CROSSING = 0.5  # difficult samples carry more than half of the training loss
+DIFFICULT_NOTE = "; diff. share = loss share of the difficult samples, d(x) > 0"
 
 
 def _sweep_dims(ds: xr.Dataset) -> list[str]:
@@ -48,11 +50,12 @@ def _pct(value: float) -> str:
     return "–" if np.isnan(value) else f"{100 * value:.1f}"
 
 
-def _pct_pm(value: float, error: float) -> str:
-    """A percentage with its standard error in points (none when NaN: a single seed)."""
+def _pct_pm(value: float, error: float, between: str = "") -> str:
+    """A percentage with its standard error in points (none when NaN: a single seed),
+    `between` them ("\n" puts the error on a line of its own)."""
     if np.isnan(value) or np.isnan(error):
         return _pct(value)
-    return f"{100 * value:.1f}±{100 * error:.1f}"
+    return f"{100 * value:.1f}{between}±{100 * error:.1f}"
 
 
 def _num(value: float, fmt: str = ".2f") -> str:
@@ -72,16 +75,24 @@ def _table(title: str, caption: str) -> Table:
     )
 
 
-def accuracy_grid_panel(ds: xr.Dataset) -> Table | None:
+def accuracy_grid_panel(ds: xr.Dataset, width: int | None = None) -> Table | None:
     """Paper Fig. 1 as a table: test accuracy (%) at every sigma_test (columns).
 
     Rows: the training noise, sweep dim `sigma` (one block per combination of the other
     non-seed sweep dims), accuracy averaged over seeds; without a `sigma` dim, one row per
     member. In each column (and block) the best row is bold green, ties included. None
-    without the noise_robustness probe's `accuracy_noise`.
+    without the noise_robustness probe's `accuracy_noise`. Where "mean±error" cells do
+    not fit `width` (the terminal's), each error goes on a line below its mean.
     """
     if "accuracy_noise" not in ds:
         return None
+    table = _accuracy_grid(ds, between="")
+    if width is not None and table_width(table) > width:
+        table = _accuracy_grid(ds, between="\n")
+    return table
+
+
+def _accuracy_grid(ds: xr.Dataset, between: str) -> Table:
     dims = _sweep_dims(ds)
     acc = ds["accuracy_noise"]
     stderr = xr.full_like(acc, np.nan, dtype=float)
@@ -123,7 +134,7 @@ def accuracy_grid_panel(ds: xr.Dataset) -> Table | None:
                 continue
             cells: list[str | Text] = [str(v) for v in [*group.values(), *key.values()]]
             cells += [
-                Text(_pct_pm(v, e), style=BEST if np.isclose(v, b) else "")
+                Text(_pct_pm(v, e, between), style=BEST if np.isclose(v, b) else "")
                 for v, e, b in zip(row, row_errors, best, strict=True)
             ]
             table.add_row(*cells)
@@ -162,13 +173,13 @@ def wtm_panel(ds: xr.Dataset) -> Table | None:
         "negative mean dL/da sign); see ds.ns.wtm_index\n"
         f"{len(epochs)} checkpoints, epoch {epochs[0]:g} → {epochs[-1]:g}; W sparklines share "
         f"one scale, ▁ {-reach:.2f} … █ {reach:.2f}"
-        + ("; difficult share = loss share of samples with d(x) > 0" if share is not None else ""),
+        + (DIFFICULT_NOTE if share is not None else ""),
     )
     for d in dims:
         table.add_column(d, justify="right", style="cyan", no_wrap=True)
     heads = ["test\nacc %", "stop\nepoch", "W\nfirst", "W\nmin", "W\nlast", "W over\nepoch"]
     if share is not None:
-        heads += ["difficult\nshare first", "difficult\nshare last", "share > 0.5\nat epoch"]
+        heads += ["diff.\nshare\nfirst", "diff.\nshare\nlast", "share\n> 0.5\nat epoch"]
     for head in heads:
         table.add_column(head, justify="right")
 
