@@ -17,6 +17,8 @@ import xarray as xr
 from rich import box
 from rich.table import Table
 
+from .tables import panel_table
+
 SELECTION_DIMS = ("lr", "seed")  # the paper's grid: learning rates across training seeds
 CONDITION_LABELS = {
     "pair_separated": "Eqs. 9–10",
@@ -136,15 +138,10 @@ def gap_condition_panel(ds: xr.Dataset) -> Table | None:
         f"{CONDITION_LABELS[c]} {_pct(float(correct_all.sel(condition=c)))}"
         for c in frac.condition.values
     )
-    table = Table(
-        title=f"{ds.attrs.get('experiment', 'run')}: sample pairs meeting the gap conditions "
+    table = panel_table(
+        f"{ds.attrs.get('experiment', 'run')}: sample pairs meeting the gap conditions "
         "(selected model, before and after weight normalisation)",
-        title_justify="left",
-        caption=f"lowest fraction of correct pairs over all members: {every}",
-        caption_justify="left",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
+        f"lowest fraction of correct pairs over all members: {every}",
     )
     for d in arch:
         table.add_column(d, justify="right", style="cyan", no_wrap=True)

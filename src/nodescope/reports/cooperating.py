@@ -13,12 +13,11 @@ import json
 
 import numpy as np
 import xarray as xr
-from rich import box
 from rich.table import Table
 
 from .. import accessor  # noqa: F401  registers ds.ns
 from .sample_sets import _seed_mean
-from .width import table_width
+from .tables import panel_table, table_width
 
 SYSTEM_HEADS = {"discrete": "disc", "continuous": "cont", "combined": "comb"}
 
@@ -120,15 +119,7 @@ DROP_ORDER = (
 
 def _table(others, heads, keep, rows, title=None, caption=None) -> Table:
     """The columns `keep` of `heads`, one row per cell list of `rows`."""
-    table = Table(
-        title=title,
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    table = panel_table(title, caption)
     for head in keep:
         style = "cyan" if head in [*others, "layer"] else None
         table.add_column(head, justify="right", style=style, no_wrap=True)

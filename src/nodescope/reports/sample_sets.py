@@ -13,10 +13,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import xarray as xr
-from rich import box
 from rich.table import Table
 
 from .. import accessor  # noqa: F401  registers ds.ns
+from .tables import panel_table
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_POINTS = 12  # sparkline characters at most; longer series are thinned evenly
@@ -118,19 +118,12 @@ def sample_set_panel(ds: xr.Dataset) -> Table | None:
     epochs = ds.epoch.values
 
     n_seeds = ds.sizes.get("seed", 1)
-    table = Table(
-        title=f"{ds.attrs.get('experiment', 'run')}: "
+    table = panel_table(
+        f"{ds.attrs.get('experiment', 'run')}: "
         + ("sample sets per layer" if "predictability" in ds else "activation fraction per layer"),
-        title_justify="left",
-        caption=(
-            f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; {len(epochs)} checkpoints, "
-            f"epoch {epochs[0]:g} → {epochs[-1]:g}; sparklines on a fixed 0–1 scale "
-            "(▁ 0, █ 1); node counts at the last checkpoint"
-        ),
-        caption_justify="left",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
+        f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}; {len(epochs)} checkpoints, "
+        f"epoch {epochs[0]:g} → {epochs[-1]:g}; sparklines on a fixed 0–1 scale "
+        "(▁ 0, █ 1); node counts at the last checkpoint",
     )
     for d in [*others, "layer"]:
         table.add_column(d, justify="right", style="cyan", no_wrap=True)

@@ -18,14 +18,13 @@ import json
 
 import numpy as np
 import xarray as xr
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from .. import accessor  # noqa: F401  registers ds.ns
 from .plotting import seed_spread
 from .sample_sets import _thin, sparkline
-from .width import table_width
+from .tables import panel_table, table_width
 from .words import plural
 
 BEST = "bold green"
@@ -63,16 +62,8 @@ def _num(value: float, fmt: str = ".2f") -> str:
 
 
 def _table(title: str, caption: str) -> Table:
-    return Table(
-        min_width=min(len(title), 80),  # a narrow grid would wrap its title word by word
-        title=title,
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    # a narrow grid would wrap its title word by word
+    return panel_table(title, caption, min_width=min(len(title), 80))
 
 
 def accuracy_grid_panel(ds: xr.Dataset, width: int | None = None) -> Table | None:
