@@ -193,3 +193,62 @@ def test_ctrl_c_on_a_local_cluster_is_one_line(tiny, tmp_path):
     assert proc.returncode == 130, "".join(lines)
     assert "Traceback" not in after and "interrupted" in after, "".join(lines)
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_cluster_that_cannot_start_is_one_line(tiny, tmp_path, capsys, monkeypatch):
+    """A worker killed while it starts fails LocalCluster's start with a RuntimeError."""
+
+    def failing_start(*args, **kwargs):
+        raise RuntimeError("Nanny failed to start.")
+
+    monkeypatch.setattr(distributed, "LocalCluster", failing_start)
+    tiny["sweep"] = {"seed": [0, 1]}
+    code = main(
+        ["run", str(write_spec(tmp_path, tiny)), "--out", str(tmp_path / "run"), "--workers", "2"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert "the local Dask cluster did not start (Nanny failed to start.)" in err
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def _worker_processes(parent: int) -> list[int]:
+    """The local cluster's worker processes: children of `parent` started by spawn."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                spawned = b"spawn_main" in f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and spawned:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the workers in /proc")
+def test_ctrl_c_while_the_local_cluster_starts_is_one_line(tiny, tmp_path):
+    """Ctrl-C while the workers are still importing: before, each printed a
+    KeyboardInterrupt traceback and the half-started cluster failed to close at exit
+    (AssertionError: Status.init)."""
+    tiny["sweep"] = {"seed": [0, 1]}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nodescope", "run", str(write_spec(tmp_path, tiny))]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(_worker_processes(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # past their first lines, into the second or so of their imports
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr.strip().count("\n") == 0 and "interrupted" in stderr, stderr
+    assert not (out / LOCK_NAME).exists()

@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 
 from ..errors import UserError
 from .allocator import keep_freed_memory
@@ -86,15 +89,70 @@ def connect(scheduler: str | None, workers: int):
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # see allocator.keep_freed_memory
     dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
-    cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.CRITICAL,
-        preload=["nodescope.runner.dask_worker_setup"],
-    )
+    with _interrupts_held() as interrupted:
+        try:
+            cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,
+                preload=["nodescope.runner.dask_worker_setup"],
+            )
+        except Exception as exc:  # e.g. a worker killed while it started
+            if interrupted():
+                raise KeyboardInterrupt from None
+            raise UserError(
+                f"the local Dask cluster did not start ({_reason(exc)}); run the same "
+                "command again (groups already stored are kept)"
+            ) from None
+        if interrupted():
+            cluster.close()
+            raise KeyboardInterrupt
     return distributed.Client(cluster)
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Ctrl-C and SIGTERM wait while a local cluster starts; yields a function that says
+    whether one came meanwhile.
+
+    Raised inside LocalCluster's start, they left a half-started cluster whose close
+    failed again at exit (AssertionError: Status.init), under a KeyboardInterrupt
+    traceback from each worker still importing. Here SIGINT is also blocked, as the
+    standard library's resource tracker does for its own process (bpo-33613): the
+    cluster's threads and the worker processes they start inherit the mask, so the
+    workers never see a Ctrl-C, not even in their first milliseconds.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    came = []
+    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in _ENDING}
+    can_block = hasattr(signal, "pthread_sigmask")  # not on Windows
+    if can_block:
+        # Started later from the cluster's thread, the tracker's own start would unblock
+        # SIGINT there, and so in every thread and worker that thread starts.
+        resource_tracker.ensure_running()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def interrupted() -> bool:
+        if can_block and signal.SIGINT in signal.sigpending():
+            signal.sigwait({signal.SIGINT})  # taken, so that unblocking it raises nothing
+            came.append(signal.SIGINT)
+        return bool(came)
+
+    try:
+        yield interrupted
+    finally:
+        if can_block:
+            interrupted()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+_ENDING = (signal.SIGINT, signal.SIGTERM)
 
 
 def _reason(exc: BaseException) -> str:
@@ -174,15 +232,28 @@ def run_dask(
             seen.add((stamp, message))
             log(message)
 
-    with client:
-        client.subscribe_topic(PROGRESS_TOPIC, on_progress)
-        client.subscribe_topic(LOG_TOPIC, on_log)
-        try:
-            return _gather(distributed, client, rp, device, threads, run_id)
-        finally:  # messages still in flight when the last group finished
-            with contextlib.suppress(Exception):
-                for event in client.get_events(LOG_TOPIC):
-                    on_log(event)
+    try:
+        with client:
+            client.subscribe_topic(PROGRESS_TOPIC, on_progress)
+            client.subscribe_topic(LOG_TOPIC, on_log)
+            try:
+                return _gather(distributed, client, rp, device, threads, run_id)
+            finally:  # messages still in flight when the last group finished
+                with contextlib.suppress(Exception):
+                    for event in client.get_events(LOG_TOPIC):
+                        on_log(event)
+    finally:
+        if not scheduler:
+            _close_local(client.cluster)
+
+
+def _close_local(cluster) -> None:
+    """Close the local cluster now, a Ctrl-C meanwhile held until it is closed: left to
+    distributed's exit handler, a Ctrl-C there printed its traceback after the run."""
+    with _interrupts_held() as interrupted:
+        cluster.close()
+    if interrupted():
+        raise KeyboardInterrupt
 
 
 def _gather(distributed, client, rp: RunPlan, device: str, threads, run_id: str) -> list[str]:
