@@ -89,6 +89,9 @@ def connect(scheduler: str | None, workers: int):
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # see allocator.keep_freed_memory
     dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    # The cluster's silence_logs ends when it closes, while its connections to workers a
+    # SIGTERM killed still log their closing, with a traceback; the run says it in one line.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     with _interrupts_held() as interrupted:
         try:
             cluster = distributed.LocalCluster(
