@@ -159,6 +159,18 @@ def test_a_missing_dask_extra_names_it(tiny, tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 0 and "pip install 'nodescope[dask]'" in err
 
 
+def _two_worker_run(spec: dict, tmp_path, out, stderr) -> subprocess.Popen:
+    """`nodescope run --workers 2` in its own process group, as a terminal's foreground job."""
+    cmd = [sys.executable, "-m", "nodescope", "run", str(write_spec(tmp_path, spec))]
+    return subprocess.Popen(
+        [*cmd, "--out", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
 def test_ctrl_c_on_a_local_cluster_is_one_line(tiny, tmp_path):
     """Ctrl-C reaches the terminal's whole process group, the local cluster's workers
@@ -166,14 +178,7 @@ def test_ctrl_c_on_a_local_cluster_is_one_line(tiny, tmp_path):
     tiny["training"]["epochs"] = 100000  # far longer than the wait below
     tiny["sweep"] = {"seed": [0, 1]}  # one group: one worker trains, one waits
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nodescope", "run", str(write_spec(tmp_path, tiny))]
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(out), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    proc = _two_worker_run(tiny, tmp_path, out, stderr=subprocess.STDOUT)
     lines: list[str] = []
     training = threading.Event()
 
@@ -235,14 +240,7 @@ def test_ctrl_c_while_the_local_cluster_starts_is_one_line(tiny, tmp_path):
     (AssertionError: Status.init)."""
     tiny["sweep"] = {"seed": [0, 1]}
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nodescope", "run", str(write_spec(tmp_path, tiny))]
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(out), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _two_worker_run(tiny, tmp_path, out, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(_worker_processes(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -115,6 +115,9 @@ def connect(scheduler: str | None, workers: int):
     return distributed.Client(cluster)
 
 
+_ENDING = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _interrupts_held():
     """Ctrl-C and SIGTERM wait while a local cluster starts; yields a function that says
@@ -153,9 +156,6 @@ def _interrupts_held():
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for s, handler in before.items():
             signal.signal(s, handler)
-
-
-_ENDING = (signal.SIGINT, signal.SIGTERM)
 
 
 def _reason(exc: BaseException) -> str:
