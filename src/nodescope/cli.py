@@ -311,11 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     # (docs/benchmarks.md). Read by torch at its first allocation; a user's setting wins.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     keep_freed_memory()
-    args = build_parser().parse_args(argv)
-    args.command_line = ["nodescope", *argv]
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        args = build_parser().parse_args(argv)
+        args.command_line = ["nodescope", *argv]
         return args.func(args)
     except KeyboardInterrupt:
         interrupted = "interrupted: nothing half-written was left behind; files already stored"
