@@ -227,29 +227,32 @@ def test_sigterm_ends_a_run_in_one_line_and_leaves_nothing_behind(tiny, tmp_path
     assert not list(out.glob(".*.tmp"))
 
 
-# Runs the installed `nodescope` command's entry point with a Ctrl-C that arrives while
+# Runs the installed `nodescope` command's entry point with a Ctrl-C or SIGTERM that arrives while
 # the package imports xarray (half a second on a 2-core machine): the signal is sent the
 # moment the import starts, so the test does not depend on timing.
-_CTRL_C_DURING_IMPORT = """
+_SIGNAL_DURING_IMPORT = """
 import importlib.abc, importlib.metadata, os, signal, sys
 
-class CtrlCAtXarray(importlib.abc.MetaPathFinder):
+spec, sent = sys.argv[1], getattr(signal, sys.argv[2])
+
+class SignalAtXarray(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "xarray":
             sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sent)
         return None
 
-sys.meta_path.insert(0, CtrlCAtXarray())
-sys.argv = ["nodescope", "validate", sys.argv[1]]
+sys.meta_path.insert(0, SignalAtXarray())
+sys.argv = ["nodescope", "validate", spec]
 entry = importlib.metadata.entry_points(group="console_scripts")["nodescope"]
 sys.exit(entry.load()())
 """
 
 
-def test_ctrl_c_while_the_command_imports_is_one_line(tmp_path):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_while_the_command_imports_is_one_line(signal_name):
     spec = Path(__file__).parents[1] / "specs" / "quickstart.toml"
-    cmd = [sys.executable, "-c", _CTRL_C_DURING_IMPORT, str(spec)]
+    cmd = [sys.executable, "-c", _SIGNAL_DURING_IMPORT, str(spec), signal_name]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "interrupted" in done.stderr
