@@ -228,6 +228,50 @@ def test_sigterm_ends_a_run_in_one_line_and_leaves_nothing_behind(tiny, tmp_path
     assert not list(out.glob(".*.tmp"))
 
 
+# A run whose Ctrl-C or SIGTERM arrives while the netCDF library writes a group file, on
+# the first variable: raised there, the interrupt once left the HDF5 lock held, and the
+# file's cleanup then waited for it forever.
+_SIGNAL_DURING_WRITE = """
+import os, signal, sys
+from xarray.backends.netCDF4_ import NetCDF4DataStore
+
+spec, out, sent = sys.argv[1], sys.argv[2], getattr(signal, sys.argv[3])
+original = NetCDF4DataStore.prepare_variable
+
+def prepare_variable(self, *args, **kwargs):
+    NetCDF4DataStore.prepare_variable = original
+    os.kill(os.getpid(), sent)
+    return original(self, *args, **kwargs)
+
+NetCDF4DataStore.prepare_variable = prepare_variable
+from nodescope.cli import main
+sys.exit(main(["run", spec, "--out", out]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_group_write_waits_until_the_file_is_in_place(
+    tiny, tmp_path, signal_name
+):
+    spec = write_spec(tmp_path, tiny)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", _SIGNAL_DURING_WRITE, str(spec), str(out), signal_name]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "interrupted" in done.stderr
+    group = out / "group-000.nc"
+    assert group.exists() and damage(group) is None
+    assert not list(out.glob(".*.tmp")) and not (out / LOCK_NAME).exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "nodescope", "run", str(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert nodescope.open(out).sizes["epoch"] > 1
+
+
 # Runs the installed `nodescope` command's entry point with a Ctrl-C or SIGTERM that arrives while
 # the package imports xarray (half a second on a 2-core machine): the signal is sent the
 # moment the import starts, so the test does not depend on timing.

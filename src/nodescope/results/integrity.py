@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import UserError
+from ..interrupts import uninterrupted
 from .provenance import cached_sha256, sha256_of
 
 LOCK_NAME = ".nodescope.lock"
@@ -47,8 +48,14 @@ def write_file_atomic(path: Path, write) -> None:
     sidecar (which keeps the old file's as `previous`), then it is renamed into place. A
     process killed between the two renames leaves the old, complete file, which its
     sidecar still vouches for. A failure (full disk, read-only folder) leaves the old file
-    untouched, removes the temporary file and ends in one line."""
+    untouched, removes the temporary file and ends in one line. A Ctrl-C or SIGTERM
+    waits until the file is in place (interrupts.py)."""
     tmp = temp_path(path)
+    with uninterrupted():
+        _write_and_rename(path, tmp, write)
+
+
+def _write_and_rename(path: Path, tmp: Path, write) -> None:
     try:
         try:
             write(tmp)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from multiprocessing import resource_tracker
 
 from ..errors import UserError
+from ..interrupts import interrupts_held, uninterrupted
 from .allocator import keep_freed_memory
 from .run import RunPlan, run_group_task
 
@@ -92,7 +90,10 @@ def connect(scheduler: str | None, workers: int):
     # The cluster's silence_logs ends when it closes, while its connections to workers a
     # SIGTERM killed still log their closing, with a traceback; the run says it in one line.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
-    with _interrupts_held() as interrupted:
+    # Raised inside LocalCluster's start, a Ctrl-C or SIGTERM left a half-started cluster
+    # whose close failed again at exit (AssertionError: Status.init), under a
+    # KeyboardInterrupt traceback from each worker still importing.
+    with interrupts_held(mask_child_processes=True) as interrupted:
         try:
             cluster = distributed.LocalCluster(
                 n_workers=workers,
@@ -113,49 +114,6 @@ def connect(scheduler: str | None, workers: int):
             cluster.close()
             raise KeyboardInterrupt
     return distributed.Client(cluster)
-
-
-_ENDING = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _interrupts_held():
-    """Ctrl-C and SIGTERM wait while a local cluster starts; yields a function that says
-    whether one came meanwhile.
-
-    Raised inside LocalCluster's start, they left a half-started cluster whose close
-    failed again at exit (AssertionError: Status.init), under a KeyboardInterrupt
-    traceback from each worker still importing. Here SIGINT is also blocked, as the
-    standard library's resource tracker does for its own process (bpo-33613): the
-    cluster's threads and the worker processes they start inherit the mask, so the
-    workers never see a Ctrl-C, not even in their first milliseconds.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    came = []
-    before = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in _ENDING}
-    can_block = hasattr(signal, "pthread_sigmask")  # not on Windows
-    if can_block:
-        # Started later from the cluster's thread, the tracker's own start would unblock
-        # SIGINT there, and so in every thread and worker that thread starts.
-        resource_tracker.ensure_running()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-
-    def interrupted() -> bool:
-        if can_block and signal.SIGINT in signal.sigpending():
-            signal.sigwait({signal.SIGINT})  # taken, so that unblocking it raises nothing
-            came.append(signal.SIGINT)
-        return bool(came)
-
-    try:
-        yield interrupted
-    finally:
-        if can_block:
-            interrupted()
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 def _reason(exc: BaseException) -> str:
@@ -253,10 +211,8 @@ def run_dask(
 def _close_local(cluster) -> None:
     """Close the local cluster now, a Ctrl-C meanwhile held until it is closed: left to
     distributed's exit handler, a Ctrl-C there printed its traceback after the run."""
-    with _interrupts_held() as interrupted:
+    with uninterrupted(mask_child_processes=True):
         cluster.close()
-    if interrupted():
-        raise KeyboardInterrupt
 
 
 def _gather(distributed, client, rp: RunPlan, device: str, threads, run_id: str) -> list[str]:
