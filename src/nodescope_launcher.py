@@ -5,6 +5,9 @@ silently, instead of the one line every later one gets."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import signal
 import sys
 
@@ -20,7 +23,20 @@ def main() -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted before the command started: nothing was changed\n")
         return 130
-    return run_command()
+    _end_process(run_command())
+
+
+def _end_process(code: int) -> None:
+    """End the process as soon as the command has returned. Python's own teardown
+    (garbage-collecting the modules of torch, pandas and xarray) took 0.6 s of every
+    `nodescope run` on a 2-core machine, and a Ctrl-C inside it ended the process with
+    no word. By now the command has closed every file it wrote, its Dask cluster and
+    client and its folder lock; what it printed is flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # e.g. a closed pipe (`| head`)
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
