@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from typing import NoReturn
 
 
 def _terminate(signum, frame) -> None:
@@ -26,7 +27,7 @@ def main() -> int:
     _end_process(run_command())
 
 
-def _end_process(code: int) -> None:
+def _end_process(code: int) -> NoReturn:
     """End the process as soon as the command has returned. Python's own teardown
     (garbage-collecting the modules of torch, pandas and xarray) took 0.6 s of every
     `nodescope run` on a 2-core machine, and a Ctrl-C inside it ended the process with

@@ -48,8 +48,8 @@ def interrupts_held(*, mask_child_processes: bool = False):
         if can_block:
             interrupted()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        for s, handler in before.items():  # None: a handler not set from Python
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 @contextlib.contextmanager
