@@ -261,6 +261,7 @@ def test_a_signal_during_a_group_write_waits_until_the_file_is_in_place(
     group = out / "group-000.nc"
     assert group.exists() and damage(group) is None
     assert not list(out.glob(".*.tmp")) and not (out / LOCK_NAME).exists()
+    stored = group.stat().st_mtime_ns
     again = subprocess.run(
         [sys.executable, "-m", "nodescope", "run", str(spec), "--out", str(out)],
         capture_output=True,
@@ -268,6 +269,7 @@ def test_a_signal_during_a_group_write_waits_until_the_file_is_in_place(
         timeout=120,
     )
     assert again.returncode == 0, again.stderr
+    assert group.stat().st_mtime_ns == stored  # kept, not trained again
     assert nodescope.open(out).sizes["epoch"] > 1
 
 
