@@ -98,6 +98,8 @@ def largest_difference(reference, ds) -> float | str:
 
 
 def dask_processes() -> int:
+    """Processes of Dask or multiprocessing on this machine: run the fuzz where no other
+    Dask runs."""
     count = 0
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
