@@ -32,7 +32,10 @@ def _end_process(code: int) -> NoReturn:
     (garbage-collecting the modules of torch, pandas and xarray) took 0.6 s of every
     `nodescope run` on a 2-core machine, and a Ctrl-C inside it ended the process with
     no word. By now the command has closed every file it wrote, its Dask cluster and
-    client and its folder lock; what it printed is flushed here."""
+    client and its folder lock; what it printed is flushed here, where a Ctrl-C or
+    SIGTERM just ends the process."""
+    for ending in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ending, signal.SIG_DFL)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # e.g. a closed pipe (`| head`)
