@@ -13,12 +13,8 @@ import sys
 from typing import NoReturn
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as cli.main: a Ctrl-C
     try:
         from nodescope.cli import main as run_command
     except KeyboardInterrupt:

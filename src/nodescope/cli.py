@@ -293,11 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM ends a run like Ctrl-C: finished groups stay, temporary files go."""
-    raise KeyboardInterrupt
-
-
 def _print_error(message: str) -> int:
     for line in message.splitlines():
         err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -312,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     keep_freed_memory()
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    # SIGTERM ends a run like Ctrl-C (the handler raises KeyboardInterrupt): finished
+    # groups stay, temporary files go.
+    sigterm_like_ctrl_c = signal.default_int_handler
+    previous = signal.signal(signal.SIGTERM, sigterm_like_ctrl_c) if in_main_thread else None
     try:
         args = build_parser().parse_args(argv)
         args.command_line = ["nodescope", *argv]
