@@ -3,7 +3,8 @@
 Each trial starts `nodescope run` on a small synthetic sweep (3 groups of 2 members, 30
 epochs, training state saved every 3 epochs, weights stored), sends SIGKILL, SIGINT or
 SIGTERM at a random moment of its run time, then runs the same command again. It fails
-on: a traceback; an exit other than 0, 130 or -9; more than one line for an interrupt; a
+on: a traceback; an exit other than 0, 130 or -9 (or the signal's own, silently, before
+Python has started nodescope); more than one line for an interrupt; a
 run that does not end within 60 s of the signal; a re-run that does not finish; a
 temporary file or training state left behind; a Dask process left running; results that
 differ from the uninterrupted run's (exactly on one process; 1e-6 with --workers, whose
@@ -131,7 +132,10 @@ def trial(command, spec, out, sent, delay, reference, tolerance) -> dict:
     record["exit"] = proc.returncode
     if "Traceback" in stdout + stderr:
         return {**record, "problem": "traceback: " + stderr[-500:]}
-    if proc.returncode not in (0, 130, -9):
+    # In Python's own first milliseconds, before any nodescope code runs, a SIGINT or
+    # SIGTERM takes its default action; nothing has been written then.
+    before_start = proc.returncode in (-2, -15) and not stderr and not out.exists()
+    if proc.returncode not in (0, 130, -9) and not before_start:
         return {**record, "problem": f"exit {proc.returncode}: {stderr[-300:]}"}
     if proc.returncode == 130 and len(stderr.strip().splitlines()) != 1:
         return {**record, "problem": "interrupt not one line: " + stderr[-300:]}
